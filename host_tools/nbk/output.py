@@ -1,0 +1,38 @@
+"""Where command output goes: rich text for people, one JSON document for scripts.
+
+Library modules never print; they return values or report progress through a callback. Click
+commands hand the result to `emit`, which picks the form from the global `--json` flag.
+"""
+
+import json
+import sys
+
+from rich.console import Console
+
+
+class Output:
+    """Per-invocation output settings (no module state: tests run many invocations per process)."""
+
+    def __init__(self, as_json=False, quiet=False):
+        self.as_json = as_json
+        self.quiet = quiet
+        # Human output goes to stdout; with --json it moves to stderr so stdout stays parseable.
+        self.console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
+        self.err_console = Console(file=sys.stderr, highlight=False)
+
+    def emit(self, result, human=None):
+        """Print `result` as JSON (with --json) or call `human(console, result)` / print it."""
+        if self.as_json:
+            sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+            sys.stdout.flush()
+        elif human is not None:
+            human(self.console, result)
+        elif result is not None:
+            self.console.print(result)
+
+    def info(self, message):
+        if not self.quiet:
+            self.console.print(message)
+
+    def error(self, message):
+        self.err_console.print("[bold red]nbk:[/] " + message, markup=True, highlight=False)
