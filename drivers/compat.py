@@ -6,28 +6,15 @@ On the board `const` and the `ticks_*` functions come from MicroPython itself; u
 
 try:
     from micropython import const
-except ImportError:  # CPython
-
-    def const(value):
-        return value
-
-
-try:
     from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
-except ImportError:  # CPython: a monotonic millisecond counter; no wrap to emulate
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1_000_000
-
-    def ticks_add(ticks, delta):
-        return ticks + delta
-
-    def ticks_diff(end, start):
-        return end - start
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
+except ImportError:  # CPython
+    from drivers._cpython import (  # pyright: ignore
+        const,
+        sleep_ms,
+        ticks_add,
+        ticks_diff,
+        ticks_ms,
+    )
 
 
 class SystemClock:
