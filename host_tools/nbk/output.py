@@ -8,6 +8,7 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 
 class Output:
@@ -32,7 +33,10 @@ class Output:
 
     def info(self, message):
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(message, soft_wrap=True)
 
     def error(self, message):
-        self.err_console.print("[bold red]nbk:[/] " + message, markup=True, highlight=False)
+        # soft_wrap: an error stays one line (scripts grep it), whatever the terminal width.
+        self.err_console.print(
+            "[bold red]nbk:[/] " + escape(message), markup=True, highlight=False, soft_wrap=True
+        )
