@@ -34,3 +34,14 @@ def main(ctx, as_json, quiet):
 
 
 # Command groups register below, one line each.
+from nbk.commands import device_cmds  # noqa: E402
+
+main.add_command(device_cmds.deploy)
+main.add_command(device_cmds.provision)
+main.add_command(device_cmds.monitor)
+main.add_command(device_cmds.device)
+from nbk.commands import build_cmds  # noqa: E402
+
+main.add_command(build_cmds.build)
+main.add_command(build_cmds.flash)
+main.add_command(build_cmds.doctor)

@@ -1,0 +1,819 @@
+# pyright: reportOptionalMemberAccess=false
+"""The node application: asyncio tasks that sample, fold, validate, store and send readings.
+
+One task per sensor at its own cadence (radar ~10 Hz, PIR, gas, environment), one that closes
+a window every sampling interval into a reading (validated, timestamped, appended to the flash
+buffer), one that moves the buffer to the uplink, one for status, one for NTP, one for remote
+config, and a supervisor that feeds the hardware watchdog only while every task is alive.
+
+    app = App(board, config, log)
+    asyncio.run(app.run())               # mains build: runs until stopped or a task crashes
+    asyncio.run(app.run_cycle())         # battery build: one wake-up, then board.deep_sleep
+
+Time comes only from board.clock (`sleep_ms_async`), so a simulated clock can run it fast.
+"""
+
+import asyncio
+import json
+
+from drivers.sensor import BAD, GOOD, SensorError
+from firmware import telemetry
+from firmware.buffer import Buffer
+from firmware.clock import WallClock
+from firmware.log import Log
+from firmware.status import snapshot
+from firmware.uplink.link import ACKED, FAILED, REJECTED, Uplink
+from firmware.validate import Validator
+from firmware.window import Window
+
+RADAR_PERIOD_MS = 100  # the LD2410 reports about every 100 ms (ld2410.md)
+WDT_CHECK_MS = 1000
+NTP_RETRY_MS = 60000
+NTP_PERIOD_MS = 6 * 3600000
+
+
+def _get(config, path, default):
+    """config["a"]["b"] for path "a.b", or default when any level is missing."""
+    node = config
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+# Cadences and warm-ups that are properties of the parts and the build, not of a deployment:
+# App(..., tuning={...}) overrides them (tests shorten warm-ups), config.json does not.
+TUNING = {
+    "pir_s": 1,  # PIR state sampled every second; events are counted by the driver meanwhile
+    "gas_s": 5,  # MQ-134 averaged over a window of samples every 5 s
+    "env_s": 10,  # BME280 forced conversion every 10 s (it drifts slowly)
+    "task_stall_s": 120,  # a task silent this long stops the watchdog feed
+    "gas_warmup_s": 180,  # drivers.mq134.DEFAULT_WARMUP_MS
+    "pir_warmup_s": 60,  # HC-SR501-class settle time after power-on (sensors.md §6)
+    "buffer_records": 2000,
+    "flush_every": 5,
+}
+
+
+class Settings:
+    """The values the application reads from the config (firmware.config's schema, already
+    validated) and the tuning, resolved once into attributes."""
+
+    def __init__(self, config, tuning=None):
+        g = _get
+        t = dict(TUNING)
+        if tuning:
+            for key in tuning:
+                if key not in TUNING:
+                    raise ValueError("unknown tuning key %r; known: %s" % (key, sorted(TUNING)))
+                t[key] = tuning[key]
+        self.device_id = g(config, "device_id", "") or "nbk-node"
+        self.config_version = g(config, "version", None)
+        u = "uplink."
+        self.uplink = g(config, u + "transport", "mqtt")
+        if self.uplink not in ("mqtt", "http"):
+            raise ValueError("uplink.transport %r: use 'mqtt' or 'http'" % (self.uplink,))
+        mqtt = self.uplink == "mqtt"
+        self.host = g(config, u + "host", "") or "127.0.0.1"
+        self.port = g(config, u + "port", 0) or (1883 if mqtt else 80)
+        self.profile = g(config, u + "profile", telemetry.NEUROBUILD)
+        self.topic_prefix = g(config, u + "topic_prefix", "neurobuild/sensors")
+        self.keepalive_s = g(config, u + "keepalive_s", 60)
+        self.api_key = g(config, u + "api_key", "") or None
+        self.mqtt_user = self.mqtt_password = None
+        if mqtt and self.api_key:  # a gateway in front of the broker authenticates by key
+            self.mqtt_user, self.mqtt_password = self.device_id, self.api_key
+        self.auth = g(config, u + "auth", "x-api-key")
+        path = g(config, u + "path", "")
+        if self.profile == telemetry.PLATFORM:
+            self.http_path, self.http_batch_path = path or "/v1/data/ingest", None
+        else:
+            self.http_path = path or "/api/v1/sensor-data"
+            self.http_batch_path = self.http_path + "/batch"
+        self.batch = 10
+        i = "intervals."
+        self.sampling_ms = g(config, i + "sampling_s", 60) * 1000
+        self.transmission_ms = g(config, i + "transmission_s", 300) * 1000
+        self.status_ms = g(config, i + "status_s", 300) * 1000
+        self.config_poll_ms = g(config, i + "config_poll_s", 3600) * 1000
+        # Where GET /v1/devices/{id}/config is served (ota_server): "http://host:port".
+        self.config_url = g(config, "registration.config_url", "") or None
+        c = "calibration."
+        self.temperature_offset = g(config, c + "env.temperature_offset", 0.0)
+        self.humidity_offset = g(config, c + "env.humidity_offset", 0.0)
+        self.pressure_offset = g(config, c + "env.pressure_offset", 0.0)
+        self.gas = g(config, c + "gas", {})
+        self.sleep_mode = g(config, "power.sleep_mode", "disabled") == "enabled"
+        self.wake_ms = g(config, "power.wake_interval_s", 300) * 1000
+        self.pir_ms = t["pir_s"] * 1000
+        self.gas_ms = t["gas_s"] * 1000
+        self.env_ms = t["env_s"] * 1000
+        self.task_stall_ms = t["task_stall_s"] * 1000
+        self.gas_warmup_ms = t["gas_warmup_s"] * 1000
+        self.pir_warmup_ms = t["pir_warmup_s"] * 1000
+        self.buffer_records = t["buffer_records"]
+        self.flush_every = t["flush_every"]
+        self.device_extra = {}
+        loc = g(config, "location", None)
+        if loc and loc.get("latitude") is not None and loc.get("longitude") is not None:
+            self.device_extra["location"] = loc
+
+
+class EncodingTransport:
+    """Turns buffered readings (canonical JSON) into profile bytes for the real transport.
+
+    A reading the profile cannot carry becomes a REJECTED outcome (dead-lettered by the
+    Uplink), never an exception that would stall the queue.
+    """
+
+    def __init__(self, inner, profile, device):
+        self.inner = inner
+        self.profile = profile
+        self.device = device
+
+    async def send(self, items):
+        ready = []
+        where = []  # index in items of each ready payload, or the rejection
+        out = [(FAILED, "not sent")] * len(items)
+        for i in range(len(items)):
+            seq, stored = items[i]
+            try:
+                reading = json.loads(stored)
+                ready.append((seq, telemetry.encode(reading, self.profile, self.device)))
+                where.append(i)
+            except (ValueError, KeyError) as exc:  # TelemetryError is a ValueError
+                out[i] = (REJECTED, "cannot encode reading %d: %s" % (seq, exc))
+        if ready:
+            results = await self.inner.send(ready)
+            for k in range(len(where)):
+                out[where[k]] = results[k]
+        return out
+
+
+class MqttTransport:
+    """Publishes each reading with QoS 1 on the data topic; the PUBACK is the acknowledgement.
+
+    Connects lazily; a failure before the first PUBACK raises OSError (the Uplink backs off);
+    a failure after some went through reports those as acked and the rest as failed.
+    """
+
+    def __init__(self, client, topic, on_connect=None):
+        self.client = client
+        self.topic = topic
+        self._on_connect = on_connect
+
+    async def ensure_connected(self):
+        if not self.client.connected:
+            await self.client.connect()
+            if self._on_connect is not None:
+                await self._on_connect()
+
+    async def send(self, items):
+        await self.ensure_connected()
+        out = []
+        for i in range(len(items)):
+            try:
+                await self.client.publish(self.topic, items[i][1], 1)
+            except OSError as exc:
+                if not out:
+                    raise
+                return out + [(FAILED, str(exc))] * (len(items) - i)
+            out.append((ACKED, None))
+        return out
+
+
+class App:
+    """The firmware on one Board with one config dict (Settings lists the keys it reads)."""
+
+    def __init__(self, board, config, log=None, boot=None, rand=None, tuning=None, transport=None):
+        self.board = board
+        self.clock = board.clock
+        self.config = config
+        self.s = Settings(config, tuning)
+        self.log = log or Log(self.clock, fs=board.fs)
+        self.boot = boot  # firmware.bootrecord.BootRecord, told when the app is healthy
+        self.started = self.clock.ticks_ms()
+        self.run_started = self.started
+        self.wall = WallClock(self.clock)
+        self.window = Window()
+        self.validator = Validator(self.clock)
+        self.buffer = Buffer(
+            board.fs,
+            capacity_records=self.s.buffer_records,
+            flush_every=self.s.flush_every,
+            # A battery node reboots every wake-up and each boot skips the rest of its
+            # reserved seq block: reserve one at a time there (one small write per wake).
+            seq_block=1 if self.s.sleep_mode else 64,
+            clock=self.clock,
+        )
+        self.tuning = tuning
+        self.rand = rand or _default_rand()
+        self.device = {"device_id": self.s.device_id, "firmware_version": _version()}
+        self.device.update(self.s.device_extra)
+        self.running = False
+        self.healthy = False
+        self.crash = None
+        self.readings = 0
+        self.config_version = self.s.config_version
+        self.stalled = None  # the task that stopped the watchdog feed, if any
+        self.alive = {}  # task name -> ticks by which it promised to loop again
+        self.radar = self.pir = self.gas = self.env = None
+        self._sensors_ready = False
+        self.uplink = None
+        self.transport = transport  # given: used instead of building MQTT/HTTP (simulations)
+        self._env_t = None  # last compensated environment (°C, %RH), fed to the gas sensor
+        self._env_h = None
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def setup_sensors(self):
+        """Build a driver per sensor the board has; a failure marks it missing, logged once.
+        Does nothing the second time (run() calls it; a test or a caller may call it first)."""
+        if self._sensors_ready:
+            return
+        self._sensors_ready = True
+        b = self.board
+        s = self.s
+        if b.uart is not None:
+            self.radar = self._make("ld2410", _make_radar, b.uart, self.clock)
+        if b.pir_pin is not None:
+            self.pir = self._make("pir", _make_pir, b.pir_pin, self.clock, s.pir_warmup_ms)
+        if b.gas_adc is not None:
+            self.gas = self._make("mq134", _make_gas, b.gas_adc, self.clock, s, b.info)
+        if b.i2c is not None:
+            self.env = self._make("env", _make_env, b.i2c, self.clock)
+
+    def _make(self, name, factory, *args):
+        try:
+            return factory(*args)
+        except (SensorError, OSError, ValueError) as exc:
+            self.log.error(name, "sensor setup failed; running without it", {"err": str(exc)})
+            return None
+
+    def setup_uplink(self):
+        if self.uplink is not None:
+            return
+        s = self.s
+        net = self.board.open_connection
+        if self.transport is not None:
+            inner = self.transport
+        elif s.uplink == "mqtt":
+            from firmware.uplink.mqtt import MQTTClient
+
+            client = MQTTClient(
+                s.device_id,
+                s.host,
+                s.port,
+                keepalive_s=s.keepalive_s,
+                user=s.mqtt_user,
+                password=s.mqtt_password,
+                will_topic=telemetry.status_topic(s.topic_prefix, s.device_id),
+                will_payload=telemetry.will_payload(s.device_id),
+                open_connection=net,
+                clock=self.clock,
+                log=self.log.warn,
+            )
+            inner = MqttTransport(
+                client, telemetry.data_topic(s.topic_prefix, s.device_id), self._on_connect
+            )
+        else:
+            from firmware.uplink.http import HttpClient, HttpTransport
+
+            client = HttpClient(s.host, s.port, api_key=s.api_key, auth=s.auth, open_connection=net)
+            inner = HttpTransport(client, s.http_path, s.http_batch_path)
+        self.transport = inner
+        self.uplink = Uplink(
+            EncodingTransport(inner, s.profile, self.device),
+            self.clock,
+            self.rand,
+            log=self.log.warn,
+            batch=s.batch,
+        )
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def run(self, duration_ms=None):
+        """Start every task; return after `duration_ms` (tests) or when stopped; re-raise a
+        task's crash after recording it."""
+        self.setup_sensors()
+        self.setup_uplink()
+        self.log.info("app", "started", {"device": self.s.device_id, "uplink": self.s.uplink})
+        self.running = True
+        self.run_started = self.clock.ticks_ms()
+        tasks = [
+            self._spawn("ntp", self._ntp_loop),
+            self._spawn("assemble", self._assemble_loop),
+            self._spawn("uplink", self._uplink_loop),
+            self._spawn("status", self._status_loop),
+            self._spawn("wdt", self._watchdog_loop),
+        ]
+        if self.radar is not None:
+            tasks.append(self._spawn("radar", self._radar_loop))
+        if self.pir is not None:
+            tasks.append(self._spawn("pir", self._pir_loop))
+        if self.gas is not None:
+            tasks.append(self._spawn("gas", self._gas_loop))
+        if self.env is not None:
+            tasks.append(self._spawn("env", self._env_loop))
+        if self.s.config_url is not None:
+            tasks.append(self._spawn("config", self._config_loop))
+        clock = self.clock
+        start = clock.ticks_ms()
+        try:
+            while self.running and self.crash is None:
+                if duration_ms is not None:
+                    left = duration_ms - clock.ticks_diff(clock.ticks_ms(), start)
+                    if left <= 0:
+                        break
+                    await clock.sleep_ms_async(min(left, 1000))
+                else:
+                    await clock.sleep_ms_async(1000)
+        finally:
+            self.running = False
+            for t in tasks:
+                t.cancel()
+            self.buffer.flush()
+        if self.crash is not None:
+            raise self.crash
+
+    def stop(self):
+        self.running = False
+
+    async def run_cycle(self, drain_ms=30000):
+        """Battery build: one window of sampling, send what waits, then deep sleep.
+
+        The wall clock (and whether it was synced) survives in RTC memory; seqs and unsent
+        readings survive in flash. Sensors warm up again after every wake, which the
+        qualities say (an MQ-134 heater needs minutes: gas stays warming_up in this build).
+        """
+        state = _rtc_load(self.board.rtc_memory)
+        if state is not None:
+            self.wall.restore(state["wall"], state.get("slept_ms", 0))
+        cycles = (state or {}).get("cycles", 0) + 1
+        await self.run(self.s.sampling_ms + 1)  # the window closes at sampling_ms
+        self.uplink.breaker.success()  # a fresh wake-up: give the link one honest chance
+        await self.uplink.drain(self.buffer, drain_ms)
+        self.buffer.flush()
+        self.log.info("app", "sleeping", {"ms": self.s.wake_ms, "cycle": cycles})
+        self.log.save()
+        wall = self.wall.state()
+        self.board.rtc_memory.write(
+            json.dumps({"wall": wall, "slept_ms": self.s.wake_ms, "cycles": cycles}).encode()
+        )
+        self.board.deep_sleep(self.s.wake_ms)
+        return cycles
+
+    def _spawn(self, name, fn):
+        self.alive[name] = self.clock.ticks_ms()
+        return asyncio.create_task(self._guard(name, fn))
+
+    async def _guard(self, name, fn):
+        try:
+            await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: keep the evidence, then let the node restart
+            self.crash = exc
+            self.running = False
+            trace = self.log.record_crash(exc, name)
+            if self.boot is not None:
+                self.boot.note_crash("%s: %s" % (name, trace.strip().split("\n")[-1]))
+
+    def _beat(self, name, next_ms=0):
+        """`name` is alive and will loop again within `next_ms` (plus the stall allowance)."""
+        self.alive[name] = self.clock.ticks_add(self.clock.ticks_ms(), next_ms)
+
+    async def _radar_loop(self):
+        radar = self.radar
+        window = self.window
+        while self.running:
+            self._beat("radar")
+            try:
+                n = radar.poll()
+            except SensorError as exc:
+                n = 0
+                self.log.debug("ld2410", "read failed", {"err": str(exc)})
+            if n:
+                report = radar.read()
+                if report.quality == BAD:
+                    window.radar_missed()
+                else:
+                    for _ in range(n):  # several reports since the last poll: the latest counts
+                        window.add_radar(report)
+            else:
+                window.radar_missed()
+            await self.clock.sleep_ms_async(RADAR_PERIOD_MS)
+
+    async def _pir_loop(self):
+        while self.running:
+            self._beat("pir", self.s.pir_ms)
+            r = self.pir.read()
+            self.window.add_pir(r.motion, r.events, r.quality)
+            await self.clock.sleep_ms_async(self.s.pir_ms)
+
+    async def _gas_loop(self):
+        while self.running:
+            self._beat("gas", self.s.gas_ms)
+            # Sample at the end of each period: the first one then has the environment reading
+            # its compensation needs.
+            await self.clock.sleep_ms_async(self.s.gas_ms)
+            try:
+                self.gas.set_environment(self._env_t, self._env_h)
+                r = self.gas.read()
+                if r.ppm is None:
+                    self.window.add_gas(None, None, BAD)
+                else:
+                    self.window.add_gas(r.ppm, r.rs_ohm, r.quality)
+            except SensorError as exc:
+                self.window.add_gas(None, None, BAD)
+                self.log.debug("mq134", "read failed", {"err": str(exc)})
+
+    async def _env_loop(self):
+        while self.running:
+            s = self.s  # read every loop: a remote config may change the offsets
+            self._beat("env", s.env_ms)
+            try:
+                wait_ms = self.env.start_measurement()
+                await self.clock.sleep_ms_async(wait_ms)
+                r = self.env.read_measurement()
+                while r is None:  # still converting
+                    await self.clock.sleep_ms_async(2)
+                    r = self.env.read_measurement()
+                t = _offset(r.temperature_c, s.temperature_offset)
+                h = _offset(r.humidity_pct, s.humidity_offset)
+                p = _offset(r.pressure_hpa, s.pressure_offset)
+                if t is None:
+                    self.window.env_failed()
+                else:
+                    self.window.add_env(t, h, p, r.quality)
+                    if r.quality == GOOD:
+                        self._env_t, self._env_h = t, h
+            except SensorError as exc:
+                self.window.env_failed()
+                self.log.debug("env", "read failed", {"err": str(exc)})
+            await self.clock.sleep_ms_async(s.env_ms)
+
+    async def _assemble_loop(self):
+        clock = self.clock
+        period = self.s.sampling_ms
+        opened = self.run_started
+        next_close = clock.ticks_add(opened, period)  # windows align to the start
+        while self.running:
+            wait = clock.ticks_diff(next_close, clock.ticks_ms())
+            self._beat("assemble", wait)
+            if wait > 0:
+                await clock.sleep_ms_async(wait)
+                if self.s.sampling_ms != period:  # a remote config changed the interval
+                    period = self.s.sampling_ms
+                    next_close = clock.ticks_add(opened, period)
+                continue
+            self.close_window(clock.ticks_diff(next_close, opened) // RADAR_PERIOD_MS)
+            opened = next_close
+            next_close = clock.ticks_add(next_close, period)
+
+    def close_window(self, expected_radar):
+        """Fold the current window into a reading and store it; returns the reading."""
+        values = self.window.close(expected_radar)
+        if not values:
+            return None
+        self.validator.check_values(values)  # range, spike, stuck: qualities updated in place
+        ts = self.wall.stamp()
+        reading = {"ts_ms": ts, "values": values}
+        tq = self.validator.check_time(ts, self.wall.now_ms(), self.wall.synced)
+        if tq != GOOD:  # never synced by NTP (suspect) or impossible (bad): said, not hidden
+            reading["ts_quality"] = tq
+        seq = self.buffer.append(reading)
+        self.buffer.flush_if_due()
+        self.readings += 1
+        self.log.debug("app", "reading", {"seq": seq})
+        if not self.healthy:
+            self.healthy = True
+            self.buffer.flush()
+            if self.boot is not None:
+                self.boot.mark_healthy()
+            self.log.info("app", "healthy", {"seq": seq})
+        return reading
+
+    async def _uplink_loop(self):
+        clock = self.clock
+        up = self.uplink
+        while self.running:
+            s = self.s
+            if not self.buffer.pending(1):
+                self._beat("uplink", s.transmission_ms)
+                await clock.sleep_ms_async(s.transmission_ms)
+                continue
+            self._beat("uplink")
+            wait = await up.step(self.buffer)
+            if wait:
+                self._beat("uplink", wait)
+                await clock.sleep_ms_async(wait)
+
+    async def _on_connect(self):
+        self.log.info("uplink", "connected", {"host": self.s.host, "port": self.s.port})
+        await self.publish_status()
+
+    async def publish_status(self):
+        """Status on the retained status topic (MQTT only; HTTP has no status endpoint)."""
+        client = getattr(self.transport, "client", None)
+        if client is None or not hasattr(client, "publish") or not client.connected:
+            return False
+        payload = telemetry.status_payload(self.s.device_id, self.status())
+        topic = telemetry.status_topic(self.s.topic_prefix, self.s.device_id)
+        try:
+            await client.publish(topic, payload, 1, True)
+        except OSError as exc:
+            self.log.warn("status", "publish failed", {"err": str(exc)})
+            return False
+        return True
+
+    def status(self):
+        up = self.uplink
+        counters = {"duplicates": up.duplicates, "dead_letters": up.dead.count}
+        return snapshot(
+            self.board,
+            self.started,
+            self.wall.now_ms(),
+            self.buffer.stats(),
+            counters,
+            self.config_version,
+            self.s.uplink,
+            up.breaker.state,
+        )
+
+    async def _status_loop(self):
+        while self.running:
+            self._beat("status", self.s.status_ms)
+            await self.clock.sleep_ms_async(self.s.status_ms)
+            await self.publish_status()
+
+    async def _config_loop(self):
+        while self.running:
+            self._beat("config", self.s.config_poll_ms)
+            await self.clock.sleep_ms_async(self.s.config_poll_ms)
+            try:
+                remote = await self.fetch_remote_config()
+            except (OSError, ValueError) as exc:
+                self.log.warn("config", "remote config not fetched", {"err": str(exc)})
+                continue
+            if remote is not None:
+                await self.apply_remote_config(remote)
+
+    async def fetch_remote_config(self):
+        """GET /v1/devices/{id}/config (contracts.md §3) -> dict, or None when there is none."""
+        from firmware.uplink.http import HttpClient, parse_json
+
+        url = self.s.config_url
+        host, port = _host_port(url)
+        client = HttpClient(
+            host,
+            port,
+            api_key=self.s.api_key,
+            auth=self.s.auth,
+            open_connection=self.board.open_connection,
+        )
+        try:
+            status, _, body = await client.request(
+                "GET", "/v1/devices/%s/config" % self.s.device_id
+            )
+        finally:
+            await client.close()
+        if status == 404:
+            return None
+        if status != 200:
+            raise OSError("config server answered %d" % status)
+        return parse_json(body, "remote config")
+
+    async def apply_remote_config(self, remote):
+        """Validate, persist and apply a remote config; True when something changed.
+
+        Intervals and calibration apply at once (tasks read them every loop); a change that
+        needs a reboot (power mode) is saved, then the board resets. A bad config is logged
+        with the field at fault and changes nothing.
+        """
+        from firmware.config import ConfigError, apply_remote, save_config
+
+        try:
+            new, changed, needs_reboot = apply_remote(self.config, remote)
+        except ConfigError as exc:
+            self.log.warn("config", "remote config refused", {"err": str(exc)})
+            return False
+        if not changed:
+            return False
+        try:
+            save_config(self.board.fs, new)
+        except (ConfigError, OSError) as exc:
+            self.log.error("config", "remote config not saved", {"err": str(exc)})
+            return False
+        self.config = new
+        self.s = Settings(new, self.tuning)
+        self.config_version = self.s.config_version
+        self.log.info(
+            "config", "remote config applied", {"changed": changed, "reboot": needs_reboot}
+        )
+        await self.publish_status()  # acknowledges the new version
+        if needs_reboot:
+            self.buffer.flush()
+            self.log.save()
+            self.board.reset()
+        return True
+
+    async def _ntp_loop(self):
+        while self.running:
+            try:
+                ok = self.wall.sync(self.board.ntp_epoch_ms())
+                if not ok:
+                    self.log.warn("clock", "NTP answer rejected as impossible")
+            except OSError as exc:
+                ok = False
+                self.log.warn("clock", "NTP failed", {"err": str(exc)})
+            wait = NTP_PERIOD_MS if ok else NTP_RETRY_MS
+            self._beat("ntp", wait)
+            await self.clock.sleep_ms_async(wait)
+
+    async def _watchdog_loop(self):
+        """Feed the hardware watchdog only while every task has looped recently."""
+        clock = self.clock
+        limit = self.s.task_stall_ms
+        while self.running:
+            now = clock.ticks_ms()
+            stalled = None
+            for name in self.alive:
+                if name != "wdt" and clock.ticks_diff(now, self.alive[name]) > limit:
+                    stalled = name
+            if stalled is None:
+                self.board.wdt.feed()
+            elif stalled != self.stalled:  # once per stall: the reset follows anyway
+                self.log.error("wdt", "task stalled; not feeding the watchdog", {"task": stalled})
+            self.stalled = stalled
+            self._beat("wdt")
+            await clock.sleep_ms_async(WDT_CHECK_MS)
+
+
+def _rtc_load(rtc):
+    """The state run_cycle left in RTC memory, or None (power-on, or unreadable)."""
+    try:
+        data = rtc.read()
+        return json.loads(data) if data else None
+    except (ValueError, OSError):
+        return None
+
+
+def _host_port(url):
+    """("host", port) from "http://host:port[/...]"; ValueError names the URL."""
+    rest = url
+    if rest.startswith("http://"):
+        rest = rest[7:]
+    elif "://" in rest:
+        raise ValueError("config_url %r: only http:// is supported" % (url,))
+    rest = rest.split("/", 1)[0]
+    if ":" in rest:
+        host, port = rest.rsplit(":", 1)
+        if not port.isdigit():
+            raise ValueError("config_url %r: port %r is not a number" % (url, port))
+        return host, int(port)
+    return rest, 80
+
+
+def _offset(value, offset):
+    if value is None:
+        return None
+    return value + offset if offset else value
+
+
+def _version():
+    from firmware.status import FIRMWARE_VERSION
+
+    return FIRMWARE_VERSION
+
+
+def _default_rand():
+    import random
+
+    return random
+
+
+def _make_radar(uart, clock):
+    from drivers.ld2410 import LD2410
+
+    return LD2410(uart, clock)
+
+
+def _make_pir(pin, clock, warmup_ms):
+    from drivers.pir import PIR
+
+    return PIR(pin, clock, warmup_ms=warmup_ms)
+
+
+def _make_gas(adc, clock, s, info):
+    from drivers.mq134 import MQ134
+
+    kw = {}
+    mq = info.get("mq134", {}) if isinstance(info, dict) else {}
+    for key in ("atten", "divider_ratio", "load_ohm", "supply_v"):  # the board's circuit
+        if key in mq:
+            kw[key] = mq[key]
+    # Chemistry (R0 and the curve) is calibration: config, None = the driver's placeholder.
+    # RL is the circuit: board.json says what is soldered; config's value only without it.
+    for key in ("r0_ohm", "a", "b", "load_ohm"):
+        if s.gas.get(key) is not None and (key != "load_ohm" or key not in kw):
+            kw[key] = s.gas[key]
+    return MQ134(adc, clock, warmup_ms=s.gas_warmup_ms, **kw)
+
+
+def _make_env(i2c, clock):
+    """The driver of the environment part that answers, importing only that driver (RAM)."""
+    from drivers.env import AHT20_ADDRESSES, BME280_ADDRESSES, SHT3X_ADDRESSES, detect
+
+    try:
+        present = i2c.scan()
+    except OSError:
+        present = ()
+    for address in present:
+        try:
+            if address in BME280_ADDRESSES:
+                from drivers.bme280 import BME280
+
+                return BME280(i2c, address=address, clock=clock)
+            if address in SHT3X_ADDRESSES:
+                from drivers.sht3x import SHT3x
+
+                return SHT3x(i2c, address=address, clock=clock)
+            if address in AHT20_ADDRESSES:
+                from drivers.aht20 import AHT20
+
+                return AHT20(i2c, address=address, clock=clock)
+        except SensorError:
+            pass  # detect() below says what answered and why it was refused
+    return detect(i2c, clock)
+
+
+def prepare(board, log=None, tuning=None):
+    """Boot record and config: -> (App, None), or (None, reason) for a safe-mode boot.
+
+    Never raises on bad stored data: a corrupt boot record or config gives safe mode with the
+    reason logged, never a boot loop.
+    """
+    from firmware.bootrecord import BootRecord
+    from firmware.config import load_config
+
+    log = log or Log(board.clock, fs=board.fs)
+    boot = BootRecord(board.fs)
+    decision = boot.begin(board.reset_cause)
+    if decision.problem:
+        log.warn("boot", decision.problem)
+    log.info(
+        "boot",
+        "booting",
+        {"slot": decision.slot, "boots": decision.boots, "reset_cause": board.reset_cause},
+    )
+    config, problems = load_config(board.fs)
+    _unload("config")  # ~12 KB of schema and functions; re-imported only for a remote config
+    for problem in problems:
+        log.warn("config", problem)
+    reason = decision.reason or config.get("safe_mode")
+    if reason:
+        log.error("boot", "safe mode: console, provisioning and OTA only", {"reason": reason})
+        log.save()
+        return None, reason
+    return App(board, config, log, boot=boot, tuning=tuning), None
+
+
+def start(board, log=None):
+    """The boot sequence on any Board: prepare, then run the application.
+
+    Returns the reason in safe mode (the caller drops to the REPL); otherwise runs the app
+    forever (mains) or one cycle ending in deep sleep (battery). A crash is kept in flash (log
+    and boot record) and the board is reset.
+    """
+    app, reason = prepare(board, log)
+    if app is None:
+        return reason
+    log = app.log
+    if not board.connect_network(app.config):
+        log.warn("net", "network is down; readings wait in flash")
+    try:
+        if app.s.sleep_mode:
+            asyncio.run(app.run_cycle())
+        else:
+            asyncio.run(app.run())
+    except Exception as exc:
+        if app.crash is None:  # not from a task (setup, the loop itself): record it here
+            trace = log.record_crash(exc, "app")
+            if app.boot is not None:
+                app.boot.note_crash(trace.strip().split("\n")[-1])
+        log.save()
+        board.reset()
+    return None
+
+
+def _unload(name):
+    """Drop firmware.<name> so its functions and tables can be collected (RAM, not flash)."""
+    import sys
+
+    import firmware
+
+    sys.modules.pop("firmware." + name, None)
+    if name in firmware.__dict__:
+        del firmware.__dict__[name]

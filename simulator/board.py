@@ -1,0 +1,183 @@
+"""A simulated node: a firmware Board built from simulated peripherals and a virtual clock.
+
+Runs under MicroPython (the firmware's end-to-end test) and CPython (the fleet simulator).
+
+    clock = VirtualClock()
+    board = sim_board(clock, "node_fs")            # SimLD2410, SimPIR, SimMQ134, SimI2C+BME280
+    board.radar.set_targets([(150, "moving", 60)]) # ground truth
+    asyncio.create_task(clock.run())               # time jumps whenever every task waits on it
+
+Virtual time: tasks wait through `clock.sleep_ms_async(ms)`. A task the clock woke counts as
+busy until it sleeps on the clock again, however long it waits on a socket meanwhile; when no
+task is busy the clock jumps to the earliest wake-up. So ten simulated minutes of sampling pass
+in seconds of real time, while a network round trip still completes before time moves on.
+"""
+
+import asyncio
+import heapq
+
+from firmware.board import Board
+from simulator.clock import SimClock
+
+# A fixed, plausible wall time for a simulation that does not say otherwise: 2026-11-22T10:00Z.
+DEFAULT_EPOCH_MS = 1795341600000
+
+
+def _current_task():
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # CPython outside a task
+        return None
+
+
+def _task_done(task):
+    return task is None or task.done()
+
+
+class VirtualClock(SimClock):
+    """A SimClock that asyncio tasks can sleep on; `run()` moves it forward."""
+
+    def __init__(self, start_ms=0, epoch_ms=DEFAULT_EPOCH_MS):
+        super().__init__(start_ms)
+        self.epoch_at_zero_ms = epoch_ms  # the true wall time at tick 0: what NTP answers
+        self._sleepers = []  # heap of (wake_ms, order, event, task)
+        self._order = 0
+        self._busy = []  # tasks woken by the clock that have not slept on it again
+        self.watchers = []  # simulated parts with next_edge_ms() and update() (e.g. SimPIR)
+        self.jumps = 0
+
+    def epoch_ms(self):
+        """The simulation's true wall time (for the simulated NTP server)."""
+        return self.epoch_at_zero_ms + self._now_ms
+
+    async def sleep_ms_async(self, ms):
+        if ms < 0:
+            ms = 0
+        task = _current_task()
+        busy = self._busy
+        for i in range(len(busy)):
+            if busy[i] is task:
+                busy.pop(i)
+                break
+        event = asyncio.Event()
+        self._order += 1
+        heapq.heappush(self._sleepers, (self._now_ms + ms, self._order, event, task))
+        await event.wait()
+
+    def _prune(self):
+        busy = self._busy
+        i = 0
+        while i < len(busy):
+            if _task_done(busy[i]):
+                busy.pop(i)
+            else:
+                i += 1
+
+    async def run(self, until_ms=None, settle_ms=5):
+        """Advance time forever (or until `until_ms`): run it as a task beside the firmware."""
+        await _real_sleep_ms(settle_ms)
+        while until_ms is None or self._now_ms < until_ms:
+            await _real_sleep_ms(0)  # tasks created since the last look get their first turn
+            self._prune()
+            if self._busy or not self._sleepers:
+                await _real_sleep_ms(1)  # someone waits on I/O (or nobody sleeps yet)
+                continue
+            wake = self._sleepers[0][0]
+            for w in self.watchers:  # stop at a part's own transition, so its edges are exact
+                edge = w.next_edge_ms()
+                if edge is not None and self._now_ms < edge < wake:
+                    wake = edge
+            if until_ms is not None and wake > until_ms:
+                wake = until_ms
+            if wake > self._now_ms:
+                self._now_ms = wake
+                self.jumps += 1
+            for w in self.watchers:
+                w.update()
+            while self._sleepers and self._sleepers[0][0] <= self._now_ms:
+                item = heapq.heappop(self._sleepers)
+                if not _task_done(item[3]):
+                    self._busy.append(item[3])
+                item[2].set()
+            await _real_sleep_ms(0)  # let the woken tasks run before looking again
+
+
+async def _real_sleep_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+class SimBoard(Board):
+    """A Board over simulated peripherals; the sims stay reachable for setting ground truth."""
+
+    def __init__(self, clock, fs, radar=None, pir=None, gas=None, i2c=None, env=None, **kw):
+        super().__init__(clock, fs, uart=radar, pir_pin=pir, gas_adc=gas, i2c=i2c, **kw)
+        self.radar = radar
+        self.pir = pir
+        self.gas = gas
+        self.env = env  # the simulated environment chip on i2c, for set_truth
+        self.ntp_ok = True
+        self.rssi_dbm = -60
+        self.battery = None  # percent, or None for a mains board
+        self.resets = 0
+        self.slept_ms = []
+
+    def ntp_epoch_ms(self):
+        if not self.ntp_ok:
+            raise OSError(110, "simulated NTP timeout")
+        return self.clock.epoch_ms()
+
+    def rssi(self):
+        return self.rssi_dbm
+
+    def battery_pct(self):
+        return self.battery
+
+    def deep_sleep(self, ms):
+        """Simulated deep sleep: time passes; RTC memory is kept; the caller restarts the app."""
+        self.slept_ms.append(ms)
+        self.clock.advance(ms)
+        self.reset_cause = "deep_sleep"
+
+    def reset(self):
+        self.resets += 1
+        raise SystemExit("simulated reset")
+
+
+def sim_board(clock, fs_root="", seed=1, env_address=0x76, divider_ratio=2.0, pir=True):
+    """A SimBoard with every sensor of the reference node, on a directory file system.
+
+    Ground truth: `board.radar.set_targets(...)`, `board.pir.set_motion(...)`,
+    `set_environment(board, t, h, p)` and `board.gas.ppm`.
+    """
+    from firmware.fs import OsFs
+    from simulator.bme280 import SimBME280
+    from simulator.i2c import SimI2C
+    from simulator.ld2410 import SimLD2410
+    from simulator.mq134 import SimMQ134
+
+    radar = SimLD2410(clock, seed=seed)
+    i2c = SimI2C()
+    env = SimBME280(clock)
+    i2c.add(env_address, env)
+    gas = SimMQ134(divider_ratio=divider_ratio, seed=seed + 1)
+    pin = None
+    if pir:
+        from simulator.pir import SimPIR
+
+        pin = SimPIR(clock, seed=seed + 2)
+        if hasattr(clock, "watchers"):
+            clock.watchers.append(pin)
+    info = {"mq134": {"divider_ratio": divider_ratio}}
+    return SimBoard(
+        clock, OsFs(fs_root), radar=radar, pir=pin, gas=gas, i2c=i2c, env=env, info=info
+    )
+
+
+def set_environment(board, temperature_c, humidity_pct, pressure_hpa):
+    """The room's climate: seen by the environment sensor and by the gas sensor's chemistry."""
+    board.env.set_truth(temperature_c, humidity_pct, pressure_hpa)
+    board.gas.temperature_c = temperature_c
+    board.gas.humidity_pct = humidity_pct

@@ -1,0 +1,456 @@
+"""End to end: the whole firmware on the MicroPython Unix port against simulated sensors, a real
+Mosquitto and the HTTP receiver, for ten simulated minutes; every reading arrives exactly once
+(after de-duplication by device and seq) with the values and qualities of the simulated truth.
+
+How it runs (see docs/firmware.md, "Memory"): the application, drivers and simulators are
+compiled into a ROMFS image, mounted with `vfs.VfsRom` from memory outside the bounded heap, so
+their bytecode executes in place as it does from a ROMFS partition or frozen modules on the
+ESP32. The heap limit (`-X heapsize`) then bounds what the firmware allocates at run time. It is
+224K, not 96K: this port has 64-bit words, so objects are about twice their ESP32 size, and the
+simulated parts share the heap (docs/firmware.md, "Memory", has the figures).
+Time is simulator.board.VirtualClock: it jumps whenever every task waits on it, and stands
+still while a task waits on the network, so ten minutes take a few seconds.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.micropython import REPO_ROOT
+from tests.support.servers import http_receiver, mosquitto  # noqa: F401  (fixtures)
+
+DEVICE = "e2e-node-1"
+WINDOW_MS = 10000
+DURATION_MS = 600000
+GAS_WARMUP_MS = 60000
+PIR_WARMUP_MS = 60000  # simulator.pir's default warm-up: driver and part agree
+EPOCH0_MS = 1795341600000  # simulator.board.DEFAULT_EPOCH_MS: wall time at tick 0
+E2E_HEAP = "224K"  # x64 Unix port; see docs/firmware.md "Memory" for what 96K means here
+
+# Ground truth: from t_ms on, the room holds these targets (distance cm, kind, energy) and
+# this climate and gas. Changes fall 3 s into a window, so most windows see one state only
+# (and the PIR's hold time has ended before the next window starts).
+SCENARIO = [
+    (0, [(150, "moving", 60)], (22.0, 45.0, 1005.0), 50.0),
+    (63000, [], (22.5, 46.0, 1004.0), 55.0),
+    (123000, [(300, "stationary", 50)], (23.0, 47.0, 1003.5), 60.0),
+    (183000, [(120, "moving", 70), (400, "stationary", 45)], (23.5, 48.0, 1003.0), 80.0),
+    (243000, [(75, "moving", 90)], (24.0, 49.0, 1002.5), 120.0),
+    (303000, [], (23.0, 50.0, 1002.0), 70.0),
+    (363000, [(220, "stationary", 60)], (22.0, 51.0, 1001.5), 40.0),
+    (423000, [(500, "moving", 80)], (21.5, 50.0, 1001.0), 45.0),
+    (483000, [(160, "moving", 55), (330, "stationary", 65)], (21.0, 49.0, 1000.5), 65.0),
+    (543000, [], (20.5, 48.0, 1000.0), 50.0),
+]
+
+LAUNCHER = """
+import ctypes, os, sys
+import micropython_run
+image = open(sys.argv[1], "rb").read()
+rom = ctypes.create_string_buffer(image, len(image))  # outside MicroPython's heap
+os.environ["NBK_ROMFS"] = "%d:%d" % (ctypes.addressof(rom), len(image))
+sys.exit(micropython_run.run_main(["micropython"] + sys.argv[2:]))
+"""
+
+SCRIPT = """
+import os, sys, gc, vfs, uctypes
+addr, size = os.getenv("NBK_ROMFS").split(":")
+vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
+sys.path.insert(0, "/rom")
+import json
+import asyncio
+import micropython
+from simulator.board import VirtualClock, sim_board, set_environment
+from firmware.log import Log
+
+SCENARIO = json.loads(%(scenario)r)
+clock = VirtualClock()
+os.mkdir("node")
+board = sim_board(clock, "node", pir=%(pir)r)
+# As firmware.app.start does: boot record, /config.json through firmware.config, the App.
+from firmware.app import prepare
+from firmware.bootrecord import BootRecord
+from firmware.config import save_config
+save_config(board.fs, json.loads(%(config)r))
+del save_config  # as on the device: nothing keeps firmware.config alive after boot
+log = Log(clock, level="I", fs=board.fs)
+app, reason = prepare(board, log, json.loads(%(tuning)r))
+if app is None:
+    raise SystemExit("safe mode: %%s" %% reason)
+
+
+def apply(step):
+    board.radar.set_targets([tuple(t) for t in step[1]])
+    if board.pir is not None:
+        board.pir.set_motion(any(t[1] == "moving" for t in step[1]))
+    set_environment(board, step[2][0], step[2][1], step[2][2])
+    board.gas.ppm = step[3]
+
+
+async def director():
+    for step in SCENARIO[1:]:
+        await clock.sleep_ms_async(step[0] - clock.ticks_ms())
+        apply(step)
+
+
+async def handshake(event):
+    # Tell the test about an outage edge, then wait in real time (virtual time stands still)
+    # until it has acted and created <event>.ack.
+    print("@e2e " + event)
+    while True:
+        try:
+            os.stat(event + ".ack")
+            return
+        except OSError:
+            await asyncio.sleep_ms(5)
+
+
+async def outages():
+    for start, end in json.loads(%(outages)r):
+        await clock.sleep_ms_async(start - clock.ticks_ms())
+        await handshake("down")
+        await clock.sleep_ms_async(end - clock.ticks_ms())
+        await handshake("up")
+
+
+async def heap_watch():
+    while True:
+        gc.collect()
+        HEAP.append(gc.mem_alloc())
+        await clock.sleep_ms_async(60000)
+
+
+gc.collect()
+HEAP = [gc.mem_alloc()]  # after imports and setup, then each simulated minute
+
+
+async def main():
+    apply(SCENARIO[0])
+    asyncio.create_task(clock.run())
+    asyncio.create_task(director())
+    asyncio.create_task(heap_watch())
+    asyncio.create_task(outages())
+    await app.run(%(duration)d)
+    drained = await app.uplink.drain(app.buffer, 300000)
+    st = app.buffer.stats()
+    print("RESULT " + json.dumps({
+        "drained": drained, "next_seq": st["next_seq"], "dropped": st["dropped"],
+        "readings": app.readings, "sim_ms": clock.ticks_ms(), "wdt_feeds": board.wdt.feeds,
+        "dead": app.uplink.dead.count, "mem_peak": micropython.mem_peak(),
+        "free_now": gc.mem_free(), "heap": HEAP,
+        "healthy": BootRecord(board.fs).read()[0]["state"] == "healthy",
+    }))
+
+
+asyncio.run(main())
+"""
+
+
+def build_romfs(workdir):
+    """Compile drivers/, firmware/ and simulator/ into a ROMFS image (mpremote romfs build)."""
+    mpremote = shutil.which("mpremote") or str(REPO_ROOT / ".venv" / "bin" / "mpremote")
+    src = Path(workdir) / "romsrc"
+    for package in ("drivers", "firmware", "simulator"):
+        shutil.copytree(
+            REPO_ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    image = Path(workdir) / "app.romfs"
+    subprocess.run(
+        [mpremote, "romfs", "-o", str(image), "build", str(src)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return image
+
+
+def launch_command(image, heap, script):
+    """The command that runs `script` on MicroPython with `image` mounted at /rom."""
+    return [sys.executable, "-c", LAUNCHER, str(image), "-X", "heapsize=" + heap, str(script)]
+
+
+@pytest.fixture(scope="module")
+def romfs(tmp_path_factory):
+    """The application tree (drivers, firmware, simulator) as a ROMFS image of .mpy files."""
+    return build_romfs(tmp_path_factory.mktemp("rom"))
+
+
+def run_firmware(image, config, tmp_path, heap=E2E_HEAP, outages=(), on_event=None, timeout=90):
+    """Run the firmware script on MicroPython; return (RESULT dict, log lines).
+
+    `outages` [(start_ms, end_ms)] in simulated time: at each edge the script prints
+    `@e2e down` / `@e2e up` and waits; `on_event(word)` acts (stops or starts the broker), then
+    the ack file lets the firmware go on.
+    """
+    have_pir = (REPO_ROOT / "simulator" / "pir.py").exists()
+    tuning = {"gas_warmup_s": GAS_WARMUP_MS // 1000, "pir_warmup_s": PIR_WARMUP_MS // 1000}
+    code = SCRIPT % {
+        "scenario": json.dumps(SCENARIO),
+        "config": json.dumps(config),
+        "tuning": json.dumps(tuning),
+        "pir": have_pir,
+        "duration": DURATION_MS,
+        "outages": json.dumps([list(o) for o in outages]),
+    }
+    script = tmp_path / "e2e_main.py"
+    script.write_text(code)
+    command = launch_command(image, heap, script)
+    lines = []
+    with subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                if line.startswith("@e2e "):
+                    word = line[5:]
+                    on_event(word)
+                    (tmp_path / (word + ".ack")).write_text("")
+            err = proc.stderr.read()
+            proc.wait()
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+    out = "\n".join(lines)
+    if proc.returncode != 0:
+        raise AssertionError(
+            "firmware run failed (exit %d, %s)\n--- stdout (tail) ---\n%s\n--- stderr ---\n%s"
+            % (
+                proc.returncode,
+                "killed after %ds" % timeout if proc.returncode < 0 else "",
+                out[-4000:],
+                err[-4000:],
+            )
+        )
+    result = [ln for ln in lines if ln.startswith("RESULT ")]
+    assert result, "no RESULT line:\n" + out[-4000:]
+    return json.loads(result[-1][len("RESULT ") :]), [ln for ln in lines if ln.startswith("@nbk ")]
+
+
+def truth_at(t_ms):
+    step = SCENARIO[0]
+    for s in SCENARIO:
+        if s[0] <= t_ms:
+            step = s
+    return step
+
+
+def pure_truth(end_ms):
+    """The scenario step covering the whole window ending at `end_ms`, or None when it changed."""
+    first = truth_at(end_ms - WINDOW_MS + 1)
+    return first if first is truth_at(end_ms) else None
+
+
+def expected_radar(targets):
+    """What the window should report for these targets: (presence, nearest cm, strongest)."""
+    if not targets:
+        return False, 0, 0
+    # One target per kind is reported (the strongest of that kind, LD2410 protocol), and every
+    # scenario target is above its gate's default threshold.
+    return True, min(t[0] for t in targets), max(t[2] for t in targets)
+
+
+def check_reading(msg, problems):
+    """Compare one neurobuild-profile payload with the truth of its window."""
+    seq = msg["seq"]
+    end_ms = iso_to_epoch_ms(msg["timestamp"]) - EPOCH0_MS
+    q = msg["quality"]
+    step = pure_truth(end_ms)
+    if step is None:
+        return False
+    presence, nearest, strongest = expected_radar(step[1])
+    ld = msg["sensors"]["ld2410"]
+    got = (ld["presence"], ld["distance"], ld["energy"], msg["occupancy"])
+    want = (presence, nearest, strongest, 1.0 if presence else 0.0)
+    if got != want:
+        problems.append("seq %d at %d ms: radar %r, truth %r" % (seq, end_ms, got, want))
+    for name in ("presence", "distance_cm", "energy", "occupancy"):
+        if q[name] != "good":
+            problems.append("seq %d: %s quality %s" % (seq, name, q[name]))
+    t, h, p = step[2]
+    env = msg["environment"]
+    for name, want_v, tol in (
+        ("temperature_c", t, 0.02),
+        ("humidity_pct", h, 0.1),
+        ("pressure_hpa", p, 0.1),
+    ):
+        if abs(env[name] - want_v) > tol or q[name] != "good":
+            problems.append(
+                "seq %d: %s %r (%s), truth %r" % (seq, name, env[name], q[name], want_v)
+            )
+    start_ms = end_ms - WINDOW_MS
+    gas = msg["sensors"]["mq134"]["gas_concentration"]
+    want_q = warm_quality(start_ms, GAS_WARMUP_MS)
+    # One 12-bit ADC count near these voltages moves ppm by ~1-2 % (power law, b = -2.77).
+    if abs(gas - step[3]) > 0.03 * step[3] or q["gas_ppm"] not in want_q:
+        problems.append(
+            "seq %d: gas %r (%s), truth %r %s" % (seq, gas, q["gas_ppm"], step[3], want_q)
+        )
+    pir = msg["sensors"].get("pir")
+    if pir is not None:
+        want_q = warm_quality(start_ms, PIR_WARMUP_MS)
+        moving = any(t[1] == "moving" for t in step[1])
+        if q["motion"] not in want_q or (want_q == ("good",) and pir["motion_detected"] != moving):
+            problems.append(
+                "seq %d: motion %r (%s), truth %r %s"
+                % (seq, pir["motion_detected"], q["motion"], moving, want_q)
+            )
+    return True
+
+
+def warm_quality(start_ms, warmup_ms):
+    """Qualities allowed for a window starting at `start_ms` of a part warming up `warmup_ms`."""
+    if start_ms + 1000 < warmup_ms:
+        return ("warming_up",)
+    if start_ms > warmup_ms + 1000:
+        return ("good",)
+    return ("warming_up", "good")  # the window starts right at the end of the warm-up
+
+
+def iso_to_epoch_ms(ts):
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return round(dt.timestamp() * 1000)
+
+
+def assert_exactly_once_and_true(messages, result):
+    """De-duplicate by (device_id, seq): every seq once, no gaps, values as the truth."""
+    assert result["drained"], result
+    assert result["healthy"], result  # the boot record says this boot reached healthy
+    assert result["dropped"] == 0 and result["dead"] == 0, result
+    produced = set(range(1, result["next_seq"]))
+    assert len(produced) == result["readings"] == DURATION_MS // WINDOW_MS, result
+    by_key = {}
+    for m in messages:
+        by_key.setdefault((m["device_id"], m["seq"]), m)
+    assert {k[0] for k in by_key} == {DEVICE}
+    got = {k[1] for k in by_key}
+    assert got == produced, "missing %s, unexpected %s" % (
+        sorted(produced - got),
+        sorted(got - produced),
+    )
+    problems = []
+    checked = sum(check_reading(m, problems) for m in by_key.values())
+    assert not problems, "\n".join(problems)
+    assert checked >= 45, "only %d windows had a single truth" % checked
+    return checked
+
+
+def test_ten_minutes_over_mqtt_every_reading_once_and_true(romfs, mosquitto, tmp_path):  # noqa: F811
+    config = {
+        "version": 3,
+        "device_id": DEVICE,
+        "uplink": {"transport": "mqtt", "host": "127.0.0.1", "port": mosquitto.port},
+        "intervals": {"sampling_s": WINDOW_MS // 1000, "transmission_s": 30, "status_s": 60},
+    }
+    status_sub = mosquitto.subscriber("neurobuild/sensors/+/status")
+    with status_sub, mosquitto.subscriber("neurobuild/sensors/+/data") as sub:
+        result, log_lines = run_firmware(romfs, config, tmp_path)
+        messages = sub.wait_for(result["next_seq"] - 1, timeout_s=10)
+    decoded = [json.loads(m.payload) for m in messages]
+    assert_exactly_once_and_true(decoded, result)
+    # Status: on connect and every status_s (60 s), then the broker's last will when the node
+    # vanished (the process ended without DISCONNECT).
+    statuses = [json.loads(m.payload) for m in status_sub.messages]
+    assert statuses[-1] == {"device_id": DEVICE, "online": False}, statuses[-1]
+    assert 9 <= len(statuses) - 1 <= 12, len(statuses)
+    last = statuses[-2]
+    assert last["device_id"] == DEVICE and last["online"] is True
+    assert last["firmware_version"] and last["reset_cause"] == "power_on"
+    assert last["config_version"] == 3 and last["uplink"] == "mqtt"
+    assert last["breaker"] == "closed" and last["buffer_drops"] == 0
+    assert 500 <= last["uptime_s"] <= 600 and last["rssi_dbm"] == -60
+    # Every console line the firmware wrote decodes in `nbk monitor` as a structured record.
+    from nbk.monitor import decode_line
+
+    events = [decode_line(ln) for ln in log_lines]
+    assert events and all(e["kind"] == "log" for e in events), [
+        e for e in events if e["kind"] != "log"
+    ][:3]
+    assert any(e["mod"] == "uplink" and e["msg"] == "connected" for e in events)
+    with mosquitto.subscriber("neurobuild/sensors/+/status") as late:
+        kept = late.wait_for(1)
+    assert kept and kept[0].retain, "the status topic is not retained"
+    assert result["wdt_feeds"] >= DURATION_MS // 1000 - 5, result  # fed every second
+
+
+def test_ten_minutes_over_http_every_reading_once_and_true(romfs, http_receiver, tmp_path):  # noqa: F811
+    config = {
+        "version": 3,
+        "device_id": DEVICE,
+        "uplink": {"transport": "http", "host": "127.0.0.1", "port": http_receiver.port},
+        "intervals": {"sampling_s": WINDOW_MS // 1000, "transmission_s": 30, "status_s": 60},
+    }
+    result, _ = run_firmware(romfs, config, tmp_path)
+    assert_exactly_once_and_true(list(http_receiver.accepted), result)
+
+
+def test_broker_outage_of_three_minutes_loses_nothing(romfs, mosquitto, tmp_path):  # noqa: F811
+    """The broker goes away for three simulated minutes: readings wait in flash, the breaker
+    opens, half-opens, closes once the broker is back, and every reading arrives once."""
+    config = {
+        "version": 3,
+        "device_id": DEVICE,
+        "uplink": {"transport": "mqtt", "host": "127.0.0.1", "port": mosquitto.port},
+        "intervals": {"sampling_s": WINDOW_MS // 1000, "transmission_s": 30, "status_s": 60},
+    }
+    subs = []
+
+    def subscribe():
+        sub = mosquitto.subscriber("neurobuild/sensors/+/data")
+        sub.__enter__()  # SUBACK received before the firmware may publish again
+        subs.append(sub)
+
+    def on_event(word):
+        if word == "down":
+            mosquitto.stop()
+        else:
+            mosquitto.start()
+            subscribe()  # a clean-session subscriber: the broker kept nothing for it
+
+    subscribe()
+    try:
+        result, log_lines = run_firmware(
+            romfs, config, tmp_path, outages=[(200000, 380000)], on_event=on_event
+        )
+        subs[-1].wait_for(1)
+    finally:
+        for sub in subs:
+            sub.__exit__(None, None, None)
+    messages = [json.loads(m.payload) for sub in subs for m in sub.messages]
+    assert_exactly_once_and_true(messages, result)
+    text = "\n".join(log_lines)
+    for transition in ("breaker closed -> open", "open -> half_open", "half_open -> closed"):
+        assert transition in text, transition + " not logged:\n" + text[-3000:]
+
+
+def test_http_receiver_down_for_three_minutes_loses_nothing(romfs, http_receiver, tmp_path):  # noqa: F811
+    """The receiver answers 503 for three simulated minutes: readings wait, then all arrive."""
+    config = {
+        "version": 3,
+        "device_id": DEVICE,
+        "uplink": {"transport": "http", "host": "127.0.0.1", "port": http_receiver.port},
+        "intervals": {"sampling_s": WINDOW_MS // 1000, "transmission_s": 30, "status_s": 60},
+    }
+
+    def on_event(word):
+        http_receiver.outage = 503 if word == "down" else None
+
+    result, log_lines = run_firmware(
+        romfs, config, tmp_path, outages=[(200000, 380000)], on_event=on_event
+    )
+    assert_exactly_once_and_true(list(http_receiver.accepted), result)
+    text = "\n".join(log_lines)
+    for transition in ("breaker closed -> open", "open -> half_open", "half_open -> closed"):
+        assert transition in text, transition + " not logged:\n" + text[-3000:]
+    assert "503" in text  # the reason is logged, not just "failed"
