@@ -60,4 +60,4 @@ def test_dual_module_runs_twice_and_failure_shows_micropython_traceback(tmp_path
     assert "1 failed, 3 passed" in out, out
     assert "test_fails_only_on_micropython[micropython]" in out, out
     assert "AssertionError: ran on micropython" in out, out
-    assert "MicroPython Unix port (heap 96K): 1 tests passed, 1 tests failed" in out, out
+    assert "MicroPython Unix port (default heap 96K): 1 tests passed, 1 tests failed" in out, out

@@ -11,10 +11,6 @@ from simulator.prng import Prng
 from tests.support.mptest import IS_MICROPYTHON, raises
 
 RUN_ON_MICROPYTHON = True
-# Compiling the driver (and simulator) from source on the Unix port takes ~90 KB of transient
-# heap besides this module; the board loads .mpy files, and test_ld2410_props runs driver and
-# simulator from .mpy in a 64 KB heap (the firmware's budget). Measured need here: 136 KB.
-MICROPYTHON_HEAP = "144K"
 
 
 def hx(text):

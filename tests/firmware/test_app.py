@@ -20,7 +20,7 @@ from tests.support.mptest import raises
 RUN_ON_MICROPYTHON = True
 # Compiling the application, drivers and simulators from source needs room; the bounded-heap
 # figure for the firmware itself comes from tests/firmware/test_e2e.py (bytecode in ROMFS).
-MICROPYTHON_HEAP = "512K"
+MICROPYTHON_HEAP = "384K"
 
 CONFIG = {
     "device_id": "app-test",

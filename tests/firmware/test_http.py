@@ -22,9 +22,6 @@ from firmware.uplink.http import (
 from tests.support.mptest import raises
 
 RUN_ON_MICROPYTHON = True
-# Compiling http.py from source peaks at ~58 KB of heap on top of this module; the device imports
-# it precompiled (.mpy: 21 KB peak), and test_uplink_live runs that at 96K.
-MICROPYTHON_HEAP = "128K"
 
 
 class Stream:

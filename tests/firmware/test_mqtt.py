@@ -19,9 +19,6 @@ from firmware.uplink.mqtt import (
 from tests.support.mptest import raises
 
 RUN_ON_MICROPYTHON = True
-# Compiling mqtt.py from source peaks at ~60 KB of heap on top of this module (~21 KB); the
-# device imports it precompiled (.mpy: 23 KB peak), and test_uplink_live runs that at 96K.
-MICROPYTHON_HEAP = "128K"
 
 CONNACK_OK = b"\x20\x02\x00\x00"
 

