@@ -5,10 +5,11 @@ On the board `const` and the `ticks_*` functions come from MicroPython itself; u
 """
 
 try:
-    from micropython import const
     from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+    from micropython import const
 except ImportError:  # CPython
-    from drivers._cpython import (  # pyright: ignore
+    from drivers._cpython import (  # pyright: ignore  # noqa: F401
         const,
         sleep_ms,
         ticks_add,
