@@ -19,23 +19,6 @@ SEND_EVERY = 5  # link up: a transmission (and its acks) every 5 readings
 POLICIES = (1, 4, 8, 16, 32)  # flush_every; 1 is the baseline
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 0
-
-    def ticks_ms(self):
-        return self.now
-
-    def ticks_diff(self, end, start):
-        return end - start
-
-    def ticks_add(self, ticks, delta):
-        return ticks + delta
-
-    def sleep_ms(self, ms):
-        self.now += ms
-
-
 def _reading(i):
     """A typical neurobuild reading (about 330 bytes of canonical JSON)."""
     return {
@@ -67,7 +50,9 @@ def measure(flush_every, link_up):
     dev = RamBlockDev(BLOCK_SIZE, BLOCK_COUNT)
     vfs.VfsLfs2.mkfs(dev)
     vfs.mount(vfs.VfsLfs2(dev, progsize=32), "/flash")
-    clock = _Clock()
+    from simulator.clock import SimClock
+
+    clock = SimClock()
     buf = Buffer(
         OsFs("/flash"),
         capacity_records=2 * READINGS,
@@ -80,7 +65,7 @@ def measure(flush_every, link_up):
     dev.reset_counts()
     payload = 0
     for i in range(READINGS):
-        clock.now += 60000
+        clock.advance(60000)
         buf.append(_reading(i))
         if link_up and i % SEND_EVERY == SEND_EVERY - 1:
             for seq, data in buf.pending(SEND_EVERY):

@@ -2,28 +2,12 @@
 
 from firmware.buffer import Buffer, canonical_json
 from firmware.fs import OsFs
+from simulator.clock import SimClock
 from tests.support.mptest import raises
 
 RUN_ON_MICROPYTHON = True
 
 _HDR = 10
-
-
-class _Clock:
-    def __init__(self):
-        self.now = 1000
-
-    def ticks_ms(self):
-        return self.now
-
-    def ticks_diff(self, end, start):
-        return end - start
-
-    def ticks_add(self, ticks, delta):
-        return ticks + delta
-
-    def sleep_ms(self, ms):
-        self.now += ms
 
 
 class _TornFile:
@@ -66,7 +50,7 @@ class _FlakyFs(OsFs):
 
 
 def _buf(fs=None, **kw):
-    args = {"segment_records": 4, "flush_every": 100, "seq_block": 10, "clock": _Clock()}
+    args = {"segment_records": 4, "flush_every": 100, "seq_block": 10, "clock": SimClock(1000)}
     args.update(kw)
     return Buffer(fs or OsFs(""), **args)
 
@@ -128,14 +112,14 @@ def test_flush_every_batches_writes_into_one_append():
 
 
 def test_flush_when_the_oldest_reading_is_old_enough():
-    clock = _Clock()
+    clock = SimClock(1000)
     buf = _buf(clock=clock, flush_age_ms=5000)
     buf.append(_reading(0))
-    clock.now += 4999
+    clock.advance(4999)
     assert buf.flush_if_due() is None
     buf.append(_reading(1))  # age counts from the oldest unflushed reading
     assert buf.stats()["unflushed"] == 2
-    clock.now += 1
+    clock.advance(1)
     assert buf.flush_if_due() is True
     assert buf.stats()["unflushed"] == 0
 

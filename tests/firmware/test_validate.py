@@ -9,27 +9,11 @@ from firmware.validate import (
     check_timestamp,
     worse,
 )
+from simulator.clock import SimClock
 
 RUN_ON_MICROPYTHON = True
 
 _NOW = 1795600000000  # 2026-11-25
-
-
-class _Clock:
-    def __init__(self):
-        self.now = 5000
-
-    def ticks_ms(self):
-        return self.now
-
-    def ticks_diff(self, end, start):
-        return end - start
-
-    def ticks_add(self, ticks, delta):
-        return ticks + delta
-
-    def sleep_ms(self, ms):
-        self.now += ms
 
 
 def test_worse_orders_qualities_and_treats_unknown_as_bad():
@@ -73,7 +57,7 @@ def test_timestamp_sanity():
 
 
 def test_validator_keeps_timestamp_order():
-    v = Validator(_Clock())
+    v = Validator(SimClock(5000))
     assert v.check_time(_NOW, _NOW, True) == GOOD
     assert v.check_time(_NOW, _NOW, True) == BAD
     assert v.check_time(_NOW - 1000, _NOW, True) == BAD
@@ -81,7 +65,7 @@ def test_validator_keeps_timestamp_order():
 
 
 def test_a_spike_is_suspect_and_a_confirmed_step_is_not():
-    v = Validator(_Clock())
+    v = Validator(SimClock(5000))
     assert v.check("temperature_c", 21.0) == GOOD
     assert v.check("temperature_c", 21.4) == GOOD
     assert v.check("temperature_c", 35.0) == SUSPECT  # +13.6 in one sample
@@ -92,27 +76,27 @@ def test_a_spike_is_suspect_and_a_confirmed_step_is_not():
 
 
 def test_a_stuck_value_becomes_suspect():
-    v = Validator(_Clock(), stuck={"pressure_hpa": 4})
+    v = Validator(SimClock(5000), stuck={"pressure_hpa": 4})
     qualities = [v.check("pressure_hpa", 1013.25) for _ in range(5)]
     assert qualities == [GOOD, GOOD, GOOD, SUSPECT, SUSPECT]
     assert v.check("pressure_hpa", 1013.27) == GOOD
 
 
 def test_warm_up_then_good():
-    clock = _Clock()
+    clock = SimClock(5000)
     v = Validator(clock, warmup_ms={"gas_ppm": 1000})
     assert v.check("gas_ppm", 3.0) == WARMING_UP
     assert v.check("temperature_c", 20.0) == GOOD  # no warm-up for this one
-    clock.now += 999
+    clock.advance(999)
     assert v.check("gas_ppm", 3.1) == WARMING_UP
-    clock.now += 1
+    clock.advance(1)
     assert v.check("gas_ppm", 3.1) == GOOD
     v.restart_warmup()
     assert v.check("gas_ppm", 3.1) == WARMING_UP
 
 
 def test_driver_quality_is_never_improved():
-    v = Validator(_Clock())
+    v = Validator(SimClock(5000))
     assert v.check("humidity_pct", 45.0, SUSPECT) == SUSPECT
     assert v.check("humidity_pct", 45.0, BAD) == BAD
     assert v.check("gas_ppm", None, WARMING_UP) == WARMING_UP
@@ -120,7 +104,7 @@ def test_driver_quality_is_never_improved():
 
 
 def test_bad_values_are_kept_with_their_quality_and_do_not_poison_history():
-    v = Validator(_Clock())
+    v = Validator(SimClock(5000))
     values = {
         "temperature_c": [21.0, GOOD],
         "humidity_pct": [140.0, GOOD],
@@ -139,8 +123,8 @@ def test_bad_values_are_kept_with_their_quality_and_do_not_poison_history():
 
 
 def test_validators_share_no_state():
-    a = Validator(_Clock(), stuck={"humidity_pct": 2})
-    b = Validator(_Clock(), stuck={"humidity_pct": 2})
+    a = Validator(SimClock(5000), stuck={"humidity_pct": 2})
+    b = Validator(SimClock(5000), stuck={"humidity_pct": 2})
     a.check("humidity_pct", 40.0)
     assert a.check("humidity_pct", 40.0) == SUSPECT
     assert b.check("humidity_pct", 40.0) == GOOD
