@@ -1,9 +1,10 @@
 """Deploy speed: `nbk deploy` against `mpremote fs cp -r` of the same files, same virtual board.
 
-The application is this repo's firmware/ and drivers/ sources plus a main.py, copied to a
-scratch tree. Each figure is the median of several runs of the real command line (process
-start included for both tools). A no-change deploy must send no file contents: we count the
-bytes of device code nbk sends in-process to show it.
+Two trees: the built application (`nbk build --board esp32-devkitc`, what a technician
+deploys) and this repo's firmware/ and drivers/ sources plus a main.py. Each figure is the
+median of several runs of the real command line (process start included for both tools). A
+no-change deploy must send no file contents: we count the bytes of device code nbk sends
+in-process to show it.
 
     .venv/bin/python benchmarks/deploy.py [--runs 3]
 """
@@ -100,33 +101,41 @@ def wire_bytes_of_no_change_deploy(port, src):
     return result, sum(sent), len(sent)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    scratch = tempfile.mkdtemp(prefix="nbk-bench-")
-    try:
-        src = os.path.join(scratch, "app")
-        files, size = make_app(src)
-        root = os.path.join(scratch, "board")
-        with VirtualBoard(root) as board:
-            figures = {}
-            for name, command in (("nbk", nbk_command), ("mpremote", mpremote_command)):
-                full, same = [], []
-                for _ in range(args.runs):
-                    clear(root)
-                    full.append(timed(command(board.port, src), cwd=src))
-                    same.append(timed(command(board.port, src), cwd=src))
-                figures[name] = (statistics.median(full), statistics.median(same))
-            result, code_bytes, execs = wire_bytes_of_no_change_deploy(board.port, src)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def make_built_app(scratch):
+    """`nbk build --board esp32-devkitc`'s device tree (.mpy modules, boot.py, main.py,
+    board.json): what a technician deploys. Returns (dir, files, bytes)."""
+    out = os.path.join(scratch, "build")
+    subprocess.run(
+        [os.path.join(BIN, "nbk"), "-q", "build", "--board", "esp32-devkitc", "--out", out],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    app = os.path.join(out, "esp32-devkitc", "app")
+    sizes = [
+        os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(app) for name in names
+    ]
+    return app, len(sizes), sum(sizes)
+
+
+def measure(board, root, src, runs):
+    """Median seconds of (full, no-change) deploys for each tool, and the no-change wire count."""
+    figures = {}
+    for name, command in (("nbk", nbk_command), ("mpremote", mpremote_command)):
+        full, same = [], []
+        for _ in range(runs):
+            clear(root)
+            full.append(timed(command(board.port, src), cwd=src))
+            same.append(timed(command(board.port, src), cwd=src))
+        figures[name] = (statistics.median(full), statistics.median(same))
+    return figures, wire_bytes_of_no_change_deploy(board.port, src)
+
+
+def report(title, files, size, runs, figures, wire):
     nbk_full, nbk_same = figures["nbk"]
     mp_full, mp_same = figures["mpremote"]
-    print(
-        "application: %d files, %d bytes; virtual board; median of %d runs"
-        % (files, size, args.runs)
-    )
+    result, code_bytes, execs = wire
+    print("%s: %d files, %d bytes; virtual board; median of %d runs" % (title, files, size, runs))
     print("%-22s %10s %10s %8s" % ("", "nbk s", "mpremote s", "ratio"))
     print("%-22s %10.3f %10.3f %7.2fx" % ("full deploy", nbk_full, mp_full, mp_full / nbk_full))
     print(
@@ -136,6 +145,26 @@ def main():
         "no-change deploy: %d file bytes sent, %d bytes of device code in %d execs "
         "(%d files unchanged)" % (result["bytes_sent"], code_bytes, execs, result["unchanged"])
     )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    scratch = tempfile.mkdtemp(prefix="nbk-bench-")
+    try:
+        built, built_files, built_size = make_built_app(scratch)
+        src = os.path.join(scratch, "app")
+        files, size = make_app(src)
+        root = os.path.join(scratch, "board")
+        with VirtualBoard(root) as board:
+            built_figures = measure(board, root, built, args.runs)
+            source_figures = measure(board, root, src, args.runs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report("built application (.mpy)", built_files, built_size, args.runs, *built_figures)
+    print()
+    report("application sources (.py)", files, size, args.runs, *source_figures)
     print("ratio = mpremote time / nbk time (above 1: nbk is faster)")
 
 

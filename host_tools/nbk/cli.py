@@ -17,7 +17,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except NbkError as exc:
             out = ctx.obj.get("out") if isinstance(ctx.obj, dict) else None
-            (out or Output()).error(str(exc))
+            (out or Output()).error(str(exc), exc.exit_code)
             sys.exit(exc.exit_code)
 
 
@@ -45,3 +45,6 @@ from nbk.commands import build_cmds  # noqa: E402
 main.add_command(build_cmds.build)
 main.add_command(build_cmds.flash)
 main.add_command(build_cmds.doctor)
+from nbk.commands import board_cmds  # noqa: E402
+
+main.add_command(board_cmds.boards)

@@ -9,6 +9,7 @@ beside the app, or an OTA slot `app/b` beside the deployed `app/a`, is never tou
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nbk.errors import NbkError
+from nbk.mpy import MpyError, check_loadable, decode_sys_mpy, read_header
 from nbk.transport.base import DEFAULT_CHUNK, TMP_SUFFIX, DeviceExecError, Transport
 
 RECORD = ".nbk-deploy.json"
@@ -112,6 +114,7 @@ def deploy(
     if any(part in (".", "..") for part in dest.split("/")):
         raise NbkError("--dest %r must not contain '.' or '..'; name the directory plainly" % dest)
     tree = read_tree(src)
+    check_board_loads(transport, tree)
     local_hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in tree.items()}
     roots_now = managed_roots(tree)
     record_path = _join(dest, RECORD)
@@ -150,6 +153,55 @@ def deploy(
             transport.write_files([(record_path, json.dumps({"roots": roots_now}).encode())])
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
+
+
+_BOARD_MPY = (
+    "import sys\n"
+    "print(repr((getattr(sys.implementation,'_mpy',None),"
+    "'.'.join(str(v) for v in sys.implementation.version[:3]))))"
+)
+
+
+def check_board_loads(transport: Transport, tree: dict[str, bytes]) -> None:
+    """Refuse, before anything is sent, .mpy files the board's MicroPython cannot import: the
+    application would only fail at its next boot, far from the bench (mpy.check_loadable)."""
+    headers = {}
+    for rel, data in tree.items():
+        if rel.endswith(".mpy"):
+            try:
+                headers[rel] = read_header(data)
+            except MpyError as exc:
+                raise NbkError("%s in the build: %s; rebuild with nbk build" % (rel, exc)) from None
+    if not headers:
+        return
+    value, version = _ask_mpy(transport)
+    if value is None:
+        raise NbkError(
+            "the board's MicroPython %s cannot load .mpy files; deploy the .py sources instead"
+            % version
+        )
+    major, sub, arch = decode_sys_mpy(value)
+    for rel, header in sorted(headers.items()):
+        try:
+            check_loadable(header, (major, sub), arch, rel)
+        except MpyError as exc:
+            what = str(exc).split("; ")[0]  # the fact; the fix for nbk users follows
+            raise NbkError(
+                "the board runs MicroPython %s and cannot load this build: %s; nothing sent, "
+                "rebuild with nbk build --micropython %s" % (version, what, version)
+            ) from None
+
+
+def _ask_mpy(transport: Transport) -> tuple[int | None, str]:
+    out = transport.exec_code(_BOARD_MPY).decode().strip()
+    try:
+        value, version = ast.literal_eval(out)
+    except (ValueError, SyntaxError, TypeError):
+        raise NbkError(
+            "board answered %r when asked for its .mpy version; is it running MicroPython?"
+            % out[:80]
+        ) from None
+    return value, version
 
 
 def _rel(path: str, dest: str) -> str:

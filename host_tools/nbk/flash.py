@@ -199,9 +199,12 @@ def explain(exc: BaseException, port: str) -> NbkError:
             "line is broken; check the RX pin wiring or the USB-serial adapter"
         )
     if "Invalid head of packet" in text:
+        # Most often the application's own console output: auto-reset into the ROM loader did
+        # not happen, so the firmware kept talking. Line noise is the rarer cause.
         return FlashError(
-            f"serial noise on {port} ({first}); use a shorter cable, power the board well, or "
-            "pass --baud 115200"
+            f"serial noise on {port} ({first}): the board is probably running its firmware, not "
+            "the download mode; hold BOOT (GPIO0), tap EN/RST, release BOOT and retry; if it "
+            "persists, use a shorter cable, power the board well, or pass --baud 115200"
         )
     m = re.search(r"is not an? (ESP[\w-]+) image", text)
     if m:  # esptool's own check of the image at the bootloader offset

@@ -236,7 +236,7 @@ def format_event(event: dict[str, Any]) -> str:
         return "[%s]%s[/]" % (style, escape(event["text"]))
     colour = {"D": "dim", "I": "green", "W": "yellow", "E": "red", "C": "bold red"}[event["lvl"]]
     kv = " ".join("%s=%s" % (k, json.dumps(v)) for k, v in sorted(event["kv"].items()))
-    return "%10.3f [%s]%-5s[/] [cyan]%-10s[/] %s %s" % (
+    return "%10.3f [%s]%-5s[/] [cyan]%-12s[/] %s %s" % (
         event["t"] / 1000.0,
         colour,
         LEVEL_NAMES[event["lvl"]],

@@ -17,6 +17,7 @@ class Output:
     def __init__(self, as_json=False, quiet=False):
         self.as_json = as_json
         self.quiet = quiet
+        self.emitted = False  # a JSON document is on stdout already: an error adds none
         # Human output goes to stdout; with --json it moves to stderr so stdout stays parseable.
         self.console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
         self.err_console = Console(file=sys.stderr, highlight=False)
@@ -26,6 +27,7 @@ class Output:
         if self.as_json:
             sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
             sys.stdout.flush()
+            self.emitted = True
         elif human is not None:
             human(self.console, result)
         elif result is not None:
@@ -35,7 +37,11 @@ class Output:
         if not self.quiet:
             self.console.print(message, soft_wrap=True)
 
-    def error(self, message):
+    def error(self, message, exit_code=1):
+        """One line on stderr; with --json also {"error", "exit_code"} on stdout for scripts,
+        unless the command printed its own document (a batch report) before failing."""
+        if self.as_json and not self.emitted:
+            self.emit({"error": message, "exit_code": exit_code})
         # soft_wrap: an error stays one line (scripts grep it), whatever the terminal width.
         self.err_console.print(
             "[bold red]nbk:[/] " + escape(message), markup=True, highlight=False, soft_wrap=True

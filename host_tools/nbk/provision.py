@@ -23,7 +23,7 @@ from typing import Any
 from nbk.errors import DeviceError, NbkError
 from nbk.transport.base import Transport
 
-CONFIG_PATH = "config.json"  # relative: "/" on an ESP32; the scratch root on the virtual board
+CONFIG_PATH = "config.json"  # relative to the working directory: "/" at boot
 LAST_GOOD_PATH = "config.bak"  # firmware/config.py's fallback copy
 MASK = "***"
 SENSORS = ("LD2410", "PIR", "MQ134")
@@ -38,6 +38,26 @@ def check_device_id(device_id: str) -> str:
             "device id %r is not valid; use 1-64 letters, digits, '-' or '_'" % (device_id,)
         )
     return device_id
+
+
+def check_wifi_password(password: str) -> None:
+    """WPA2/WPA3-Personal takes a passphrase of 8-63 printable ASCII characters or a raw key of
+    64 hex digits (IEEE 802.11i-2004, H.4.1); "" means an open network. Anything else would be
+    written happily and only fail at the site, so refuse it here, naming the length only."""
+    if not password:
+        return
+    if len(password) == 64 and all(c in "0123456789abcdefABCDEF" for c in password):
+        return
+    if not 8 <= len(password) <= 63:
+        raise NbkError(
+            "the Wi-Fi password has %d characters; WPA2 needs 8 to 63 (or 64 hex digits, or "
+            "none for an open network); check it" % len(password)
+        )
+    if any(not " " <= c <= "~" for c in password):
+        raise NbkError(
+            "the Wi-Fi password holds a character outside printable ASCII, which WPA2 "
+            "passphrases cannot contain; check it"
+        )
 
 
 def build_config(
@@ -56,6 +76,12 @@ def build_config(
     check_device_id(device_id)
     if not ssid:
         raise NbkError("Wi-Fi SSID is empty; pass --wifi-ssid NAME")
+    if len(ssid.encode()) > 32:
+        raise NbkError(
+            "Wi-Fi SSID is %d bytes; 802.11 allows at most 32, check --wifi-ssid"
+            % len(ssid.encode())
+        )
+    check_wifi_password(password or "")
     if not server or "://" not in server:
         raise NbkError(
             "server %r is not a URL; pass e.g. --server mqtt://10.0.0.2:1883" % (server,)
@@ -179,7 +205,9 @@ def provision(
     Returns a result dict with no secrets in it: device_id (the registered one when
     registering), requested_id, registered, config (masked), config_sha256.
     """
-    check_device_id(device_id)
+    # Every value is checked before the service hears of the device: a typo in the password
+    # must not leave a registered device behind with no board holding its key.
+    build_config(device_id, ssid, password, server)
     api_key = token = None
     final_id = device_id
     registration = None
@@ -208,6 +236,15 @@ def provision(
         "registered": bool(register_url),
         "config": masked(config),
         "config_sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def attempt(device_id: str, ssid: str, server: str) -> dict[str, Any]:
+    """What a failed attempt's record line shows: what was asked for, where (no secrets)."""
+    return {
+        "device_id": device_id,
+        "requested_id": device_id,
+        "config": {"network": {"ssid": ssid}, "uplink": {"url": server}},
     }
 
 

@@ -2,14 +2,15 @@
 
 socat creates the pty (`port`) and runs a small supervisor in `root`, which runs `micropython`
 and restarts it whenever it exits, printing "MPY: soft reboot" like an ESP32. So Ctrl-D at the
-friendly REPL behaves as a soft reset: interpreter state is lost, the files stay. With
-`run_main=True` each boot runs `main.py` first, as the ESP32 port does: when it returns or
-raises, the REPL starts (a fresh interpreter: main's globals are not kept); when it calls
-`machine.soft_reset()`, the board boots again.
+friendly REPL behaves as a soft reset: interpreter state is lost, the files stay. Each boot
+mounts `root` as the interpreter's "/" (VfsPosix with a root), so device paths, absolute or
+relative, stay on the board as on an ESP32. With `run_main=True` each boot runs `boot.py` and
+`main.py` first, as the ESP32 port does: when main returns or raises, the REPL starts (a fresh
+interpreter: main's globals are not kept); when it calls `machine.soft_reset()`, the board
+boots again.
 
-Limits (see docs/deploy.md): the board's VfsPosix reaches the whole host filesystem, so device
-paths must stay relative; Ctrl-C does not interrupt running code (`press_reset()` does, as the
-EN button would); `machine` has no reset.
+Limits (see docs/deploy.md): Ctrl-C does not interrupt running code (`press_reset()` does, as
+the EN button would); `machine` has no reset and no Pin/UART/ADC/I2C.
 
     with VirtualBoard(tmp_path / "board") as board:
         subprocess.run(["nbk", "device", "info", "--port", board.port])
@@ -36,12 +37,50 @@ _ENV_PIDFILE = "NBK_VB_PIDFILE"
 _ROM_RESET = b"\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"  # ESP32 ROM
 _MAIN_DONE = 99  # exit status of the boot script when main.py returned: go on to the REPL
 
-# Runs main.py as the ESP32 port does (__name__ == "__main__"). machine.soft_reset() on the Unix
-# port ends the process with status 0, which the supervisor turns into a reboot; main.py
-# returning or raising leads to the REPL, as on the board.
+# Every boot first makes the board's directory the interpreter's "/": the Unix port mounts the
+# whole host at "/" (VfsPosix), so "/boot.json" in the firmware would reach the host's root.
+# VfsPosix(root) at "/" confines absolute and relative paths to the board, as on an ESP32. Two
+# quirks of the Unix port (1.29) need a plain wrapper object rather than VfsPosix itself or a
+# subclass: its rename of two absolute paths fails with ENOENT (so absolute names are made
+# relative to the real working directory first), and imports never find modules on a mounted
+# VfsPosix subclass. Each method passes straight through.
+_ROOT = """\
+import vfs,os
+class _NbkRoot:
+ def __init__(s,r):s.v=vfs.VfsPosix(r)
+ def mount(s,r,m):s.v.mount(r,m)
+ def umount(s):s.v.umount()
+ def open(s,p,m):return s.v.open(p,m)
+ def ilistdir(s,p):return s.v.ilistdir(p)
+ def chdir(s,p):s.v.chdir(p)
+ def getcwd(s):return s.v.getcwd()
+ def mkdir(s,p):s.v.mkdir(p)
+ def remove(s,p):s.v.remove(p)
+ def rmdir(s,p):s.v.rmdir(p)
+ def stat(s,p):return s.v.stat(p)
+ def statvfs(s,p):return s.v.statvfs(p)
+ def rename(s,a,b):s.v.rename(s._rel(a),s._rel(b))
+ def _rel(s,p):
+  if p[:1]!='/':return p
+  return '../'*len([x for x in s.v.getcwd().split('/') if x])+p[1:]
+vfs.umount('/')
+vfs.mount(_NbkRoot(%r),'/')
+os.chdir('/')
+del vfs,os
+"""
+
+# Runs boot.py then main.py as the ESP32 port does (__name__ == "__main__"), each in a fresh
+# namespace. machine.soft_reset() on the Unix port ends the process with status 0, which the
+# supervisor turns into a reboot; main.py returning or raising leads to the REPL, as on the board.
 _BOOT_MAIN = (
+    "def _nbk_boot(n):\n"
+    " import sys\n"
+    " try:open(n).close()\n"
+    " except OSError:return\n"
+    " exec(compile(open(n).read(),n,'exec'),{'__name__':'__main__'})\n"
+    "_nbk_boot('boot.py')\n"
+    "_nbk_boot('main.py')\n"
     "import sys\n"
-    "exec(compile(open('main.py').read(),'main.py','exec'),{'__name__':'__main__'})\n"
     "sys.exit(%d)\n" % _MAIN_DONE
 )
 
@@ -244,8 +283,9 @@ def _supervise() -> None:
     signal.signal(signal.SIGHUP, finish)
     with open(os.environ[_ENV_PIDFILE], "w") as f:
         f.write(str(os.getpid()))
-    repl = [micropython, "-X", "heapsize=" + heap]
-    boot = [*repl, "-c", _BOOT_MAIN]
+    rooted = _ROOT % os.getcwd()  # socat starts us in the board's directory
+    repl = [micropython, "-X", "heapsize=" + heap, "-i", "-c", rooted]
+    boot = [micropython, "-X", "heapsize=" + heap, "-c", rooted + _BOOT_MAIN]
     childfile = os.path.join(os.path.dirname(os.environ[_ENV_PIDFILE]), "child.pid")
     while not state["stop"]:
         if run_main and os.path.exists("main.py"):

@@ -113,3 +113,26 @@ def test_virtual_board_stops_every_process_it_started(tmp_path):
     time.sleep(0.2)
     assert not _running(socat) and not _running(supervisor)
     assert not os.path.exists(board.port)
+
+
+def test_the_board_directory_is_the_boards_root_and_nothing_above_it(virtual_board, tmp_path):
+    outside = tmp_path / "host-file.txt"
+    outside.write_text("host")
+    with connect(virtual_board.port) as board:
+        out = board.exec_code(
+            "import os\n"
+            "open('/abs.txt','w').write('a')\n"
+            "os.mkdir('/d')\n"
+            "os.chdir('/d')\n"
+            "open('rel.txt','w').write('r')\n"
+            "os.rename('/abs.txt','/d/moved.txt')\n"  # absolute rename: what firmware does
+            "os.rename('rel.txt','/top.txt')\n"
+            "os.chdir('/')\n"
+            "print(sorted(os.listdir('/')), sorted(os.listdir('/d')))\n"
+            "try:\n open(%r)\n print('reached the host')\n"
+            "except OSError:\n print('confined')\n" % str(outside)
+        )
+    assert out.split(b"\n")[0].strip() == b"['d', 'top.txt'] ['moved.txt']"
+    assert out.split(b"\n")[1].strip() == b"confined"
+    assert (virtual_board.root_path / "d" / "moved.txt").read_text() == "a"
+    assert (virtual_board.root_path / "top.txt").read_text() == "r"

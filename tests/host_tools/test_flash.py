@@ -326,11 +326,14 @@ def test_real_esptool_serial_noise(built, pty):
     talker = threading.Thread(target=chatter, daemon=True)
     talker.start()
     try:
-        with pytest.raises(nbkflash.FlashError, match=f"serial noise on {port}"):
+        with pytest.raises(nbkflash.FlashError) as err:
             _real_flash(board, out, port)
     finally:
         stop.set()
         talker.join()
+    message = str(err.value)
+    assert message.startswith(f"serial noise on {port} (")
+    assert "running its firmware" in message and "hold BOOT (GPIO0), tap EN/RST" in message
 
 
 def test_esptool_output_and_progress_are_routed(built, monkeypatch):

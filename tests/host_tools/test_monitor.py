@@ -1,6 +1,7 @@
 """nbk monitor: decoding the firmware's log lines, filtering, and reconnecting after unplug."""
 
 import json
+import shutil
 import threading
 import time
 
@@ -124,8 +125,6 @@ def test_first_open_failure_is_a_port_error_unless_waiting():
 
 # -- end to end on a virtual board --------------------------------------------------------------
 MAIN = """\
-import sys
-sys.path.append(%r)
 from firmware.log import format_line
 try:
     n = int(open('boots').read())
@@ -142,10 +141,18 @@ if n in (0, 2):
 """
 
 
+def install_main(root):
+    """The firmware's own log module on the board (its "/" is `root`), and the main above."""
+    (root / "firmware").mkdir()
+    (root / "firmware" / "__init__.py").write_text("")
+    shutil.copy(REPO_ROOT / "firmware" / "log.py", root / "firmware" / "log.py")
+    (root / "main.py").write_text(MAIN)
+
+
 def test_monitor_survives_resets_and_a_replug(tmp_path):
     root = tmp_path / "board"
     root.mkdir()
-    (root / "main.py").write_text(MAIN % str(REPO_ROOT))
+    install_main(root)
     board = VirtualBoard(root, run_main=True)
     events, stop = [], threading.Event()
     monitor = Monitor(lambda: board.port, backoff_s=(0.05, 0.2))
@@ -199,7 +206,7 @@ def test_cli_filters_and_prints_json_lines(tmp_path):
     root = tmp_path / "board"
     root.mkdir()
     (root / "boots").write_text("5")  # not boot 0 or 2: no self-reset
-    (root / "main.py").write_text(MAIN % str(REPO_ROOT))
+    install_main(root)
     board = VirtualBoard(root, run_main=True)
     # Pressed once the monitor has the port (opening it flushes earlier output): boot 6.
     press = threading.Timer(1.0, board.press_reset)
@@ -229,5 +236,5 @@ def test_human_lines_show_time_level_module_message_and_values():
     )
     console.print(format_event({"kind": "status", "msg": "disconnected"}))
     text = console.export_text()
-    assert "61.500 WARN  uplink     slow [x] ms=9" in text  # markup in messages is escaped
+    assert "61.500 WARN  uplink       slow [x] ms=9" in text  # markup in messages is escaped
     assert "-- disconnected --" in text

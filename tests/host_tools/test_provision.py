@@ -137,7 +137,7 @@ def test_unreachable_service_names_the_url(virtual_board, tmp_path):
         "--wifi-ssid",
         "b",
         "--wifi-password",
-        "x",
+        PASSWORD,
         "--server",
         "mqtt://h:1883",
         "--register",
@@ -175,7 +175,8 @@ def test_batch_provisions_several_boards_at_once(board_factory, registration_ser
     ids = {read_config(b)["device_id"] for b in boards}
     assert len(ids) == 3 and all(i.startswith("ESP32-") for i in ids)
     assert [read_config(b)["network"]["password"] for b in boards] == [PASSWORD] * 3
-    assert PASSWORD not in result.output and PASSWORD not in record.read_text()
+    for secret in (PASSWORD, registration_service.API_KEY, registration_service.TOKEN):
+        assert secret not in result.output and secret not in record.read_text()
     assert len(read_record(record)) == 3
 
 
@@ -184,7 +185,7 @@ def test_batch_with_a_missing_board_reports_it_and_exits_1(board_factory, tmp_pa
     csv_path = tmp_path / "devices.csv"
     csv_path.write_text(
         "port,device_id,wifi_ssid,wifi_password,server\n"
-        "%s,good,bench,pw,mqtt://h:1883\n%s,bad,bench,pw,mqtt://h:1883\n"
+        "%s,good,bench,bench-pass-1,mqtt://h:1883\n%s,bad,bench,bench-pass-1,mqtt://h:1883\n"
         % (board.port, tmp_path / "ttyGONE")
     )
     record = tmp_path / "record.jsonl"
@@ -193,7 +194,15 @@ def test_batch_with_a_missing_board_reports_it_and_exits_1(board_factory, tmp_pa
     report = json.loads(result.stdout)
     assert [b["status"] for b in report["boards"]] == ["ok", "failed"]
     assert "no serial port at" in report["boards"][1]["error"]
-    assert [line["status"] for line in read_record(record)] == ["ok", "failed"]
+    lines = read_record(record)
+    assert [line["status"] for line in lines] == ["ok", "failed"]
+    # The failed line says what was asked for, so the technician can redo that row.
+    assert (lines[1]["device_id"], lines[1]["ssid"], lines[1]["server"]) == (
+        "bad",
+        "bench",
+        "mqtt://h:1883",
+    )
+    assert "bench-pass-1" not in record.read_text() and "bench-pass-1" not in result.output
 
 
 def test_batch_csv_errors_name_the_line_and_column(tmp_path):
@@ -201,12 +210,14 @@ def test_batch_csv_errors_name_the_line_and_column(tmp_path):
     path.write_text("port,device_id,wifi_ssid,server\n")
     with pytest.raises(NbkError, match="lacks column"):
         read_batch(str(path))
-    path.write_text("port,device_id,wifi_ssid,wifi_password,server\n/dev/a,x,,pw,mqtt://h\n")
+    path.write_text(
+        "port,device_id,wifi_ssid,wifi_password,server\n/dev/a,x,,bench-pass-1,mqtt://h\n"
+    )
     with pytest.raises(NbkError, match="line 2: wifi_ssid is empty"):
         read_batch(str(path))
     path.write_text(
         "port,device_id,wifi_ssid,wifi_password,server\n"
-        "/dev/a,x,s,pw,mqtt://h\n/dev/a,y,s,pw,mqtt://h\n"
+        "/dev/a,x,s,bench-pass-1,mqtt://h\n/dev/a,y,s,bench-pass-1,mqtt://h\n"
     )
     with pytest.raises(NbkError, match="port /dev/a more than once"):
         read_batch(str(path))
@@ -214,11 +225,32 @@ def test_batch_csv_errors_name_the_line_and_column(tmp_path):
 
 def test_bad_values_are_refused_before_touching_the_board():
     with pytest.raises(NbkError, match="device id 'has space'"):
-        build_config("has space", "s", "p", "mqtt://h")
+        build_config("has space", "s", PASSWORD, "mqtt://h")
     with pytest.raises(NbkError, match="not a URL"):
-        build_config("ok", "s", "p", "10.0.0.2")
-    shown = masked(build_config("ok", "s", "p", "mqtt://h", api_key="k"))
+        build_config("ok", "s", PASSWORD, "10.0.0.2")
+    shown = masked(build_config("ok", "s", PASSWORD, "mqtt://h", api_key="k"))
     assert shown["network"]["password"] == "***" and shown["uplink"]["api_key"] == "***"
+
+
+def test_wifi_password_and_ssid_follow_802_11_and_are_never_quoted():
+    for bad, words in (
+        ("short77", "has 7 characters; WPA2 needs 8 to 63"),
+        ("L" * 64, "has 64 characters"),  # 64 characters must be hex: a raw key
+        ("pass\u00e9word", "outside printable ASCII"),
+    ):
+        with pytest.raises(NbkError) as caught:
+            build_config("n1", "bench", bad, "mqtt://h")
+        assert words in str(caught.value) and bad not in str(caught.value)
+    for good in ("", "8chars!!", "x" * 63, "0123456789abcdefABCDEF" * 2 + "0" * 20):
+        assert build_config("n1", "bench", good, "mqtt://h")["network"]["password"] == good
+    with pytest.raises(NbkError, match="SSID is 33 bytes"):
+        build_config("n1", "s" * 33, PASSWORD, "mqtt://h")
+
+
+def test_a_bad_password_is_refused_before_registering(registration_service):
+    with pytest.raises(NbkError, match="WPA2 needs 8 to 63"):
+        provision(None, "n5", "bench", "short", "mqtt://h:1883", registration_service.url)
+    assert registration_service.requests == []
 
 
 def test_missing_password_without_a_terminal_is_an_error(virtual_board, tmp_path):

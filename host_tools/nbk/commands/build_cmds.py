@@ -30,9 +30,9 @@ def _out(ctx: click.Context) -> Output:
 
 
 def _select_port(port: str | None) -> str:
-    from nbk.ports import select_port
+    from nbk.ports import pick_port
 
-    return select_port(port)  # type: ignore[no-any-return]
+    return pick_port(port)
 
 
 board_option = click.option(
@@ -49,7 +49,7 @@ build_dir_option = click.option(
 
 
 # -- build ------------------------------------------------------------------------------------
-@click.command()
+@click.command(short_help="Compile the app; make fs.img, factory.bin and a manifest.")
 @board_option
 @click.option(
     "--firmware",
@@ -59,7 +59,7 @@ build_dir_option = click.option(
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="config.json to put in the filesystem image (default: an empty object).",
+    help="config.json to put in the filesystem image (default: the firmware's defaults).",
 )
 @click.option(
     "--micropython",
@@ -135,8 +135,8 @@ class _FlashProgress:
         return self
 
     def update(self, done: int, total: int, label: str) -> None:
-        if self.out.quiet:
-            return
+        if self.out.quiet or not self.out.console.is_terminal:
+            return  # a bar in a log file or pipe is only noise
         if self.bar is None:  # started on the first update: no empty bar if connecting fails
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -156,14 +156,14 @@ class _FlashProgress:
 
     def log(self, line: str) -> None:
         if not self.out.quiet:
-            self.out.console.print("[dim]" + escape(line) + "[/]")
+            self.out.console.print("[dim]" + escape(line) + "[/]", soft_wrap=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-@click.command()
+@click.command(short_help="Write the build to a board with esptool, verified.")
 @board_option
 @click.option("--port", "-p", help="Serial port (default: the one ESP32 found on USB).")
 @click.option(
@@ -222,7 +222,7 @@ def _show_flash(console: Any, r: dict[str, Any]) -> None:
 _MARKS = {doctor_lib.OK: "[green]ok  [/]", doctor_lib.WARN: "[yellow]warn[/]"}
 
 
-@click.command()
+@click.command(short_help="Check serial access, tool versions, mpy-cross vs the board.")
 @click.option("--port", "-p", help="Also ask the board on this port for its MicroPython.")
 @click.pass_context
 def doctor(ctx: click.Context, port: str | None) -> None:

@@ -9,14 +9,16 @@ import subprocess
 import sys
 
 import click
+from rich.markup import escape
 
 from nbk import deploy as deploy_lib
 from nbk import device as device_lib
 from nbk import monitor as monitor_lib
+from nbk import ports
 from nbk import provision as provision_lib
 from nbk.errors import NbkError
 from nbk.output import Output
-from nbk.ports import select_port
+from nbk.ports import pick_port
 from nbk.transport import connect
 from nbk.transport.base import DEFAULT_CHUNK
 
@@ -46,7 +48,7 @@ def _default_src(board):
 
 
 # -- deploy ---------------------------------------------------------------------------------
-@click.command()
+@click.command(short_help="Sync the built app to a board: changed files only, atomically.")
 @port_option
 @click.option(
     "--src", type=click.Path(file_okay=False), help="Tree to sync (default build/<board>/app)."
@@ -66,7 +68,7 @@ def deploy(ctx, port, src, board, dest, dry_run, chunk_size):
     """Sync the built application to the board: only changed files, atomically."""
     out = _out(ctx)
     src = src or _default_src(board)
-    port = select_port(port)
+    port = pick_port(port)
     with connect(port) as transport, _progress(out) as progress:
         result = deploy_lib.deploy(
             transport, src, dest=dest, dry_run=dry_run, chunk=chunk_size, progress=progress
@@ -76,25 +78,43 @@ def deploy(ctx, port, src, board, dest, dry_run, chunk_size):
 
 
 def _show_deploy(console, result):
-    verb = "would send" if result["dry_run"] else "sent"
-    for path in result["sent"]:
-        console.print("  [green]%s[/] %s" % (verb, path))
-    for path in result["removed"]:
-        console.print(
-            "  [red]%s[/] %s" % ("would remove" if result["dry_run"] else "removed", path)
-        )
+    dry = result["dry_run"]
+    send, remove = ("would send", "would remove") if dry else ("sent", "removed")
+    for style, verb, paths in (("green", send, result["sent"]), ("red", remove, result["removed"])):
+        for what in _listing(paths):
+            console.print("  [%s]%s[/] %s" % (style, verb, escape(what)), soft_wrap=True)
     console.print(
-        "%s %d file(s), %d bytes; removed %d; %d unchanged; %.2fs on %s"
+        "%s%s %d file(s), %d bytes; %s %d; %d unchanged; %.2fs on %s"
         % (
-            verb,
+            "dry run, nothing written: " if dry else "",
+            send,
             len(result["sent"]),
             result["bytes_to_send"],
+            remove,
             len(result["removed"]),
             result["unchanged"],
             result["seconds"],
-            result["port"],
-        )
+            escape(result["port"]),
+        ),
+        soft_wrap=True,
     )
+
+
+LIST_EACH = 12  # up to this many paths are listed one by one; more are counted by directory
+
+
+def _listing(paths):
+    """Each path, or for a long list one line per directory ("app/a/drivers/ (11 files)")."""
+    if len(paths) <= LIST_EACH:
+        return list(paths)
+    counts = {}
+    for path in paths:
+        folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+        counts[folder] = counts.get(folder, 0) + 1
+    return [
+        "%s (%d file%s)" % (folder or "./", n, "" if n == 1 else "s")
+        for folder, n in sorted(counts.items())
+    ]
 
 
 class _progress:
@@ -106,8 +126,8 @@ class _progress:
         self.task = None
 
     def __enter__(self):
-        if self.out.quiet:
-            return None
+        if self.out.quiet or not self.out.console.is_terminal:
+            return None  # a bar in a log file or pipe is only noise
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
         self.bar = bar = Progress(
@@ -132,7 +152,7 @@ class _progress:
 
 
 # -- provision ------------------------------------------------------------------------------
-@click.command()
+@click.command(short_help="Write identity, Wi-Fi and uplink to a board; verify; register.")
 @port_option
 @click.option("--device-id", help="Device id to write (the service's id wins with --register).")
 @click.option("--wifi-ssid", help="Wi-Fi network name.")
@@ -190,11 +210,18 @@ def provision(
             raise NbkError(
                 "no Wi-Fi password given; set $%s or pass --wifi-password" % PASSWORD_ENV
             )
+        # Typed blind, so typed twice; empty is an open network. Asked on stderr: stdout may be
+        # carrying --json.
         wifi_password = click.prompt(
-            "Wi-Fi password", hide_input=True, default="", show_default=False
+            "Wi-Fi password",
+            hide_input=True,
+            confirmation_prompt=True,
+            default="",
+            show_default=False,
+            err=True,
         )
-    port = select_port(port)
-    result = {"device_id": device_id, "requested_id": device_id}
+    port = pick_port(port)
+    result = provision_lib.attempt(device_id, wifi_ssid, server)
     try:
         with connect(port) as transport:
             result = provision_lib.provision(
@@ -221,12 +248,13 @@ def _show_provision(console, result):
     console.print(
         "provisioned [bold]%s[/] on %s: ssid %s, uplink %s%s; verified by read-back"
         % (
-            result["device_id"],
-            result["port"],
-            config["network"]["ssid"],
-            config["uplink"]["url"],
+            escape(result["device_id"]),
+            escape(result["port"]),
+            escape(config["network"]["ssid"]),
+            escape(config["uplink"]["url"]),
             " (registered, API key stored)" if result["registered"] else "",
-        )
+        ),
+        soft_wrap=True,
     )
 
 
@@ -236,9 +264,16 @@ def _provision_batch(out, path, register_url, record):
     lines, report = [], []
     for row, result, error in outcomes:
         if result is None:
-            partial = {"device_id": row["device_id"], "requested_id": row["device_id"]}
+            partial = provision_lib.attempt(row["device_id"], row["wifi_ssid"], row["server"])
             lines.append(provision_lib.record_line(partial, row["port"], "failed", error))
-            report.append({"port": row["port"], "status": "failed", "error": error})
+            report.append(
+                {
+                    "port": row["port"],
+                    "device_id": row["device_id"],
+                    "status": "failed",
+                    "error": error,
+                }
+            )
         else:
             lines.append(provision_lib.record_line(result, row["port"]))
             report.append(dict(result, port=row["port"], status="ok"))
@@ -254,13 +289,18 @@ def _provision_batch(out, path, register_url, record):
 def _show_batch(console, result):
     for item in result["boards"]:
         if item["status"] == "ok":
-            console.print("  [green]ok[/]     %s  %s" % (item["port"], item["device_id"]))
+            line = "  [green]ok[/]     %s  %s" % (escape(item["port"]), escape(item["device_id"]))
         else:
-            console.print("  [red]failed[/] %s  %s" % (item["port"], item["error"]))
+            line = "  [red]failed[/] %s  %s: %s" % (
+                escape(item["port"]),
+                escape(item["device_id"]),
+                escape(item["error"]),
+            )
+        console.print(line, soft_wrap=True)
 
 
 # -- monitor --------------------------------------------------------------------------------
-@click.command()
+@click.command(short_help="Show a board's console, log lines decoded; survives resets.")
 @port_option
 @click.option(
     "--level", "-l", default="D", show_default=True, help="Lowest level shown: D I W E C."
@@ -278,10 +318,19 @@ def monitor(ctx, port, level, modules, duration, wait):
 
     out = _out(ctx)
     keep = monitor_lib.Filter(level, modules)
-    fixed = port
+    chosen = {"port": port}
 
     def resolve():
-        return select_port(fixed)
+        # Asked again on every reconnect (a re-plugged board may get another name), but a
+        # board the user picked from several stays picked: the question is asked once.
+        if chosen["port"]:
+            return chosen["port"]
+
+        def ask(found):
+            chosen["port"] = ports.ask_which(found)
+            return chosen["port"]
+
+        return ports.select_port(None, ask=ask if ports.interactive() else None)
 
     def show(event):
         if not keep(event):
@@ -290,7 +339,7 @@ def monitor(ctx, port, level, modules, duration, wait):
             sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
             sys.stdout.flush()
         else:
-            out.console.print(monitor_lib.format_event(event), highlight=False)
+            out.console.print(monitor_lib.format_event(event), highlight=False, soft_wrap=True)
 
     try:
         monitor_lib.Monitor(resolve).run(show, duration_s=duration, wait_s=wait)
@@ -304,12 +353,12 @@ def device():
     """Ask the board about itself, reset it, or open its REPL."""
 
 
-@device.command()
+@device.command(short_help="MicroPython, .mpy ABI, memory, files, device id of the board.")
 @port_option
 @click.pass_context
 def info(ctx, port):
     """MicroPython version, .mpy ABI, memory, filesystem, device id, what nbk deployed."""
-    port = select_port(port)
+    port = pick_port(port)
     with connect(port) as transport:
         facts = device_lib.info(transport)
     facts["port"] = port
@@ -318,27 +367,27 @@ def info(ctx, port):
 
 def _show_info(console, facts):
     for key in sorted(facts):
-        console.print("%-15s %s" % (key, facts[key]))
+        console.print(escape("%-15s %s" % (key, facts[key])), soft_wrap=True)
 
 
-@device.command()
+@device.command(short_help="Soft-reset the board (Ctrl-D), or hard-reset with --hard.")
 @port_option
 @click.option("--hard", is_flag=True, help="machine.reset() (as the reset button), not Ctrl-D.")
 @click.pass_context
 def reset(ctx, port, hard):
     """Soft-reset the board (Ctrl-D: state lost, files kept), or hard-reset with --hard."""
-    port = select_port(port)
+    port = pick_port(port)
     with connect(port) as transport:
         result = device_lib.reset(transport, hard=hard)
     result["port"] = port
     _out(ctx).emit(result, human=lambda c, r: c.print("%s reset of %s" % (r["reset"], r["port"])))
 
 
-@device.command()
+@device.command(short_help="Open the board's REPL through mpremote (Ctrl-] leaves).")
 @port_option
 def shell(port):
     """Open the board's interactive REPL (mpremote, no soft reset); Ctrl-] leaves."""
-    port = select_port(port)
+    port = pick_port(port)
     code = subprocess.call(device_lib.shell_command(port))
     if code:
         raise NbkError("the REPL on %s ended with exit code %d; is the port free?" % (port, code))

@@ -6,9 +6,8 @@ add: whole-tree hashing in one round trip, several files per exec, base64 payloa
 the device with `binascii.a2b_base64`, and writes that are verified (sha256) before an atomic
 `os.rename` over the old file.
 
-Device paths are relative to the board's working directory ("/" on an ESP32 at boot; the
-scratch root on the virtual board, whose VfsPosix would otherwise reach the whole host), and
-reach device code only through `repr()`.
+Device paths are relative to the board's working directory ("/" on an ESP32 at boot and on
+the virtual board), and reach device code only through `repr()`.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ mpremote's errors become one-line NbkErrors that name the fix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import re
 import sys
 
 import mpremote.transport_serial as _mp_serial
@@ -62,7 +64,11 @@ class SerialTransport(Transport):
         if err:
             text = err.decode(errors="replace").strip()
             last = text.splitlines()[-1] if text else "error"
-            raise DeviceExecError("board raised %s" % last, traceback=text)
+            raise DeviceExecError(
+                "board raised %s; check the board (nbk device info, nbk monitor) and retry"
+                % _name_errno(last),
+                traceback=text,
+            )
         return out
 
     def exec_no_wait(self, code: str) -> None:
@@ -125,3 +131,13 @@ def _open_failure(port: str) -> str | None:
     except (serial.SerialException, OSError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def _name_errno(last: str) -> str:
+    """'OSError: 20' -> 'OSError: 20 (ENOTDIR, Not a directory)': MicroPython prints bare
+    numbers for errors it has no name for; the numbers are the POSIX ones (py/mperrno.h)."""
+    m = re.fullmatch(r"OSError: (?:\[Errno )?(\d+)\]?", last)
+    if not m or int(m.group(1)) not in errno.errorcode:
+        return last
+    number = int(m.group(1))
+    return "%s (%s, %s)" % (last, errno.errorcode[number], os.strerror(number))
