@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from nbk.errors import DeviceError
+from nbk.mpy import decode_sys_mpy
 from nbk.transport.base import DeviceExecError, Transport
 
 # One exec; every optional fact sits in its own try so a port without `machine` (the Unix port)
@@ -39,32 +40,12 @@ print(repr(d))
 del d
 """
 
-# sys.implementation._mpy: version | sub-version << 8 | arch << 10 (mpyfiles.rst).
-_ARCHES = {
-    0: None,
-    1: "x86",
-    2: "x64",
-    3: "armv6",
-    4: "armv6m",
-    5: "armv7m",
-    6: "armv7em",
-    7: "armv7emsp",
-    8: "armv7emdp",
-    9: "xtensa",
-    10: "xtensawin",
-    11: "rv32imc",
-    12: "rv64imc",
-}
-
-
 def describe_mpy(value: int | None) -> dict[str, str | None]:
     """`sys.implementation._mpy` -> {"mpy": "6.3", "arch": "xtensawin"} (None when absent)."""
     if value is None:
         return {"mpy": None, "arch": None}
-    return {
-        "mpy": "%d.%d" % (value & 0xFF, (value >> 8) & 3),
-        "arch": _ARCHES.get((value >> 10) & 0xF, "unknown"),
-    }
+    major, sub, arch = decode_sys_mpy(value)
+    return {"mpy": "%d.%d" % (major, sub), "arch": arch}
 
 
 def info(transport: Transport) -> dict[str, Any]:
