@@ -6,10 +6,11 @@ test_e2e.py does. Figures:
 
 - heap taken by loading the code, by package (simulator / drivers / firmware);
 - the smallest `-X heapsize` at which the ten minutes complete (bisection), for the firmware
-  and for the baseline (the simulators and virtual clock alone, no firmware), and their
-  difference: what the firmware itself needs;
+  with the simulators in its heap, for the baseline (the simulators and virtual clock alone,
+  no firmware), and for the firmware alone, its parts served from this process over
+  simulator.bridge (what a board's heap holds), as a ratio to the in-process figure;
 - live heap after each simulated minute (after gc.collect), to show it does not grow;
-- real time per 10 s sampling window, firmware vs baseline, and their ratio.
+- real time per 10 s sampling window, firmware vs baseline and bridged vs in-process.
 
     .venv/bin/python benchmarks/firmware_heap.py
 """
@@ -24,6 +25,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from simulator.board import set_environment, sim_board  # noqa: E402
+from simulator.bridge import BridgeHost  # noqa: E402
+from simulator.clock import SimClock  # noqa: E402
 from tests.firmware.test_e2e import build_romfs, launch_command  # noqa: E402
 
 WINDOW_MS = 10000
@@ -40,11 +44,14 @@ MODE = %(mode)r
 gc.collect()
 loaded = {"start": gc.mem_alloc()}
 import simulator.board
-from simulator.board import VirtualClock, sim_board, set_environment
-import simulator.ld2410, simulator.bme280, simulator.mq134, simulator.pir, simulator.i2c
+from simulator.board import VirtualClock, sim_board, bridged_board, set_environment
+if MODE == "bridged":
+    import simulator.bridge  # the parts answer from the benchmark's process
+else:
+    import simulator.ld2410, simulator.bme280, simulator.mq134, simulator.pir, simulator.i2c
 gc.collect()
 loaded["simulator"] = gc.mem_alloc()
-if MODE == "firmware":
+if MODE != "baseline":
     import drivers.ld2410, drivers.pir, drivers.mq134, drivers.env, drivers.bme280
     import drivers.sht3x, drivers.aht20
     gc.collect()
@@ -57,11 +64,14 @@ if MODE == "firmware":
 
 clock = VirtualClock()
 os.mkdir("node")
-board = sim_board(clock, "node")
-board.radar.set_targets([(150, "moving", 60)])
-board.pir.set_motion(True)
-set_environment(board, 22.0, 45.0, 1005.0)
-board.gas.ppm = 50.0
+if MODE == "bridged":
+    board = bridged_board(clock, "node", %(bridge)r)  # truth is set on the host (set_truth)
+else:
+    board = sim_board(clock, "node")
+    board.radar.set_targets([(150, "moving", 60)])
+    board.pir.set_motion(True)
+    set_environment(board, 22.0, 45.0, 1005.0)
+    board.gas.ppm = 50.0
 live = []
 
 
@@ -98,7 +108,7 @@ async def baseline():
 async def main():
     tasks = [asyncio.create_task(clock.run()), asyncio.create_task(watch())]
     t0 = time.ticks_us()
-    if MODE == "firmware":
+    if MODE != "baseline":
         from firmware.config import save_config  # the real boot path: /config.json, prepare()
         save_config(board.fs, {"device_id": "bench", "uplink": {"host": "127.0.0.1"},
                     "intervals": {"sampling_s": %(window_s)d, "transmission_s": 30}})
@@ -120,15 +130,40 @@ asyncio.run(main())
 """
 
 
+def set_truth(board):
+    """The same room for every mode: one person moving at 150 cm, a mild climate, 50 ppm."""
+    board.radar.set_targets([(150, "moving", 60)])
+    board.pir.set_motion(True)
+    set_environment(board, 22.0, 45.0, 1005.0)
+    board.gas.ppm = 50.0
+
+
 def run(image, mode, heap, workdir):
-    """One ten-minute run; the RESULT dict, or None when it failed (out of memory)."""
+    """One ten-minute run; the RESULT dict, or None when it failed (out of memory).
+
+    mode: "firmware" (parts in the same heap), "bridged" (parts served from this process
+    by simulator.bridge: the firmware alone in the heap) or "baseline" (parts, no firmware).
+    """
     d = tempfile.mkdtemp(dir=workdir)
     script = os.path.join(d, "bench.py")
+    host = None
+    if mode == "bridged":
+        parts = sim_board(SimClock(), os.path.join(d, "host"))
+        set_truth(parts)
+        host = BridgeHost(parts)
+    params = {"mode": mode, "window_s": WINDOW_MS // 1000, "duration": DURATION_MS}
+    params["bridge"] = host.address if host else ""
     with open(script, "w") as f:
-        f.write(SCRIPT % {"mode": mode, "window_s": WINDOW_MS // 1000, "duration": DURATION_MS})
-    proc = subprocess.run(
-        launch_command(image, heap, script), cwd=d, capture_output=True, text=True, timeout=120
-    )
+        f.write(SCRIPT % params)
+    if host is not None:
+        host.__enter__()
+    try:
+        proc = subprocess.run(
+            launch_command(image, heap, script), cwd=d, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        if host is not None:
+            host.close()
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return None
@@ -153,33 +188,45 @@ def main():
         image = build_romfs(workdir)
         print("ROMFS image (bytecode outside the heap): %d bytes" % os.path.getsize(image))
         fw = run(image, "firmware", "512K", workdir)
+        br = run(image, "bridged", "512K", workdir)
         base = run(image, "baseline", "512K", workdir)
-        if fw is None or base is None:
+        if fw is None or br is None or base is None:
             raise SystemExit("a run failed at 512K; run tests/firmware/test_e2e.py for details")
         ld = fw["loaded"]
+        lb = br["loaded"]
         print("heap after loading code (KiB, gc.mem_alloc):")
         print("  simulators           %6.1f" % ((ld["simulator"] - ld["start"]) / 1024))
+        print("  bridge (instead)     %6.1f" % ((lb["simulator"] - lb["start"]) / 1024))
         print("  drivers              %6.1f" % ((ld["drivers"] - ld["simulator"]) / 1024))
         print("  firmware             %6.1f" % ((ld["firmware"] - ld["drivers"]) / 1024))
         print("live heap after each simulated minute (KiB):")
-        print("  " + " ".join("%.1f" % (x / 1024) for x in fw["live"]))
+        print("  in-process " + " ".join("%.1f" % (x / 1024) for x in fw["live"]))
+        print("  bridged    " + " ".join("%.1f" % (x / 1024) for x in br["live"]))
         t = time.monotonic()
         fw_k = smallest_heap(image, "firmware", workdir)
+        br_k = smallest_heap(image, "bridged", workdir)
         base_k = smallest_heap(image, "baseline", workdir)
         print("smallest -X heapsize completing 10 simulated minutes:")
         print("  firmware + simulators %4dK" % fw_k)
         print("  simulators alone      %4dK   (baseline)" % base_k)
-        print("  firmware's own share  %4dK   (target: fits 64K)" % (fw_k - base_k))
+        print("  firmware's own share  %4dK   (difference)" % (fw_k - base_k))
+        print(
+            "  firmware alone        %4dK   (parts over simulator.bridge; target: fits 64K)" % br_k
+        )
+        print("  bridged / in-process  %6.2f" % (br_k / fw_k))
         print(
             "  ~%dK with the ESP32's 32-bit words (estimate: objects are half the size there)"
-            % ((fw_k - base_k) // 2)
+            % (br_k // 2)
         )
         print("  (bisection took %.0f s)" % (time.monotonic() - t))
         windows = DURATION_MS // WINDOW_MS
         # Best of three: the machine is shared, the minimum is the least disturbed run.
-        fw_us = min([fw["us"]] + [run(image, "firmware", "512K", workdir)["us"] for _ in "ab"])
-        base_us = min([base["us"]] + [run(image, "baseline", "512K", workdir)["us"] for _ in "ab"])
+        fw_us, br_us, base_us = (
+            min([first["us"]] + [run(image, mode, "512K", workdir)["us"] for _ in "ab"])
+            for first, mode in ((fw, "firmware"), (br, "bridged"), (base, "baseline"))
+        )
         fw_ms = fw_us / 1000 / windows
+        br_ms = br_us / 1000 / windows
         base_ms = base_us / 1000 / windows
         print(
             "real time per 10 s sampling window on the Unix port (%d windows, best of 3):" % windows
@@ -190,7 +237,11 @@ def main():
             "  firmware's own        %7.2f ms   ratio to baseline %.1fx"
             % (fw_ms - base_ms, fw_ms / base_ms)
         )
-        print("  readings delivered: %d" % fw["sent"])
+        print(
+            "  firmware, bridged     %7.2f ms   ratio to in-process %.1fx (a socket round trip"
+            " per bus call)" % (br_ms, br_ms / fw_ms)
+        )
+        print("  readings delivered: %d in-process, %d bridged" % (fw["sent"], br["sent"]))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ Runs under MicroPython (the firmware's end-to-end test) and CPython (the fleet s
     board.radar.set_targets([(150, "moving", 60)]) # ground truth
     asyncio.create_task(clock.run())               # time jumps whenever every task waits on it
 
+or, with the parts in another process (simulator.bridge; the firmware alone in this heap):
+
+    board = bridged_board(clock, "node_fs", "127.0.0.1:40123")
+
 Virtual time: tasks wait through `clock.sleep_ms_async(ms)`. A task the clock woke counts as
 busy until it sleeps on the clock again, however long it waits on a socket meanwhile; when no
 task is busy the clock jumps to the earliest wake-up. So ten simulated minutes of sampling pass
@@ -174,6 +178,33 @@ def sim_board(clock, fs_root="", seed=1, env_address=0x76, divider_ratio=2.0, pi
     return SimBoard(
         clock, OsFs(fs_root), radar=radar, pir=pin, gas=gas, i2c=i2c, env=env, info=info
     )
+
+
+def bridged_board(clock, fs_root, address, divider_ratio=2.0):
+    """A SimBoard whose peripherals are proxies to a simulator.bridge.BridgeHost at "host:port".
+
+    The parts and their ground truth live in the host process (set truth there); this process
+    holds only the firmware and small proxies, as a board's heap would. The bridge joins the
+    clock's watchers, so the VirtualClock stops at the host's PIR edges and scheduled events.
+    """
+    from firmware.fs import OsFs
+    from simulator.bridge import HAS_ADC, HAS_I2C, HAS_PIN, HAS_UART, Bridge, BridgeADC
+
+    b = Bridge(clock, address)  # the UART, the I2C bus and the PIR pin in one proxy
+    if hasattr(clock, "watchers"):
+        clock.watchers.append(b)
+    has = b.parts
+    board = SimBoard(
+        clock,
+        OsFs(fs_root),
+        radar=b if has & HAS_UART else None,
+        pir=b if has & HAS_PIN else None,
+        gas=BridgeADC(b) if has & HAS_ADC else None,
+        i2c=b if has & HAS_I2C else None,
+        info={"mq134": {"divider_ratio": divider_ratio}},
+    )
+    board.bridge = b
+    return board
 
 
 def set_environment(board, temperature_c, humidity_pct, pressure_hpa):
