@@ -21,7 +21,7 @@ from firmware import telemetry
 from firmware.buffer import Buffer
 from firmware.clock import WallClock
 from firmware.log import Log
-from firmware.status import snapshot
+from firmware.status import FIRMWARE_VERSION, snapshot
 from firmware.uplink.link import ACKED, FAILED, REJECTED, Uplink
 from firmware.validate import Validator
 from firmware.window import Window
@@ -91,7 +91,10 @@ class Settings:
         else:
             self.http_path = path or "/api/v1/sensor-data"
             self.http_batch_path = self.http_path + "/batch"
-        self.batch = 10
+        # Readings per uplink step. Each is read from flash, decoded and encoded before the
+        # send, so the step's transient heap grows with it; an HTTP batch of 2 KiB holds about
+        # four anyway (HttpTransport.max_batch_bytes), and MQTT publishes one at a time.
+        self.batch = 4
         i = "intervals."
         self.sampling_ms = g(config, i + "sampling_s", 60) * 1000
         self.transmission_ms = g(config, i + "transmission_s", 300) * 1000
@@ -189,10 +192,11 @@ class App:
     def __init__(self, board, config, log=None, boot=None, rand=None, tuning=None, transport=None):
         self.board = board
         self.clock = board.clock
-        self.config = config
+        self.config = config  # None once run() let go of a config read from flash
         self.s = Settings(config, tuning)
         self.log = log or Log(self.clock, fs=board.fs)
         self.boot = boot  # firmware.bootrecord.BootRecord, told when the app is healthy
+        self._boot_released = False  # True once healthy: the record was let go (RAM)
         self.started = self.clock.ticks_ms()
         self.run_started = self.started
         self.wall = WallClock(self.clock)
@@ -208,8 +212,12 @@ class App:
             clock=self.clock,
         )
         self.tuning = tuning
-        self.rand = rand or _default_rand()
-        self.device = {"device_id": self.s.device_id, "firmware_version": _version()}
+        if rand is None:
+            import random
+
+            rand = random
+        self.rand = rand
+        self.device = {"device_id": self.s.device_id, "firmware_version": FIRMWARE_VERSION}
         self.device.update(self.s.device_extra)
         self.running = False
         self.healthy = False
@@ -298,6 +306,12 @@ class App:
         task's crash after recording it."""
         self.setup_sensors()
         self.setup_uplink()
+        config = self.config
+        if isinstance(config, dict) and config.get("source") in ("config.json", "config.bak"):
+            # Loaded from flash (prepare): Settings holds what the tasks read, and a remote
+            # config reads the file again; the whole dict with its defaults costs ~2 KiB.
+            self.config = None
+        config = None  # this frame lives as long as the node: it must not hold the dict
         self.log.info("app", "started", {"device": self.s.device_id, "uplink": self.s.uplink})
         self.running = True
         self.run_started = self.clock.ticks_ms()
@@ -377,8 +391,17 @@ class App:
             self.crash = exc
             self.running = False
             trace = self.log.record_crash(exc, name)
-            if self.boot is not None:
-                self.boot.note_crash("%s: %s" % (name, trace.strip().split("\n")[-1]))
+            self._note_crash("%s: %s" % (name, trace.strip().split("\n")[-1]))
+
+    def _note_crash(self, text):
+        """One line about the crash ending this boot, in the boot record when there is one."""
+        boot = self.boot
+        if boot is None and self._boot_released:
+            from firmware.bootrecord import BootRecord
+
+            boot = BootRecord(self.board.fs)
+        if boot is not None:
+            boot.note_crash(text)
 
     def _beat(self, name, next_ms=0):
         """`name` is alive and will loop again within `next_ms` (plus the stall allowance)."""
@@ -492,6 +515,11 @@ class App:
             self.buffer.flush()
             if self.boot is not None:
                 self.boot.mark_healthy()
+                # Until a crash nothing needs the record: free it and its module (RAM);
+                # _note_crash reads it from flash again.
+                self.boot = None
+                self._boot_released = True
+                _unload("bootrecord")
             self.log.info("app", "healthy", {"seq": seq})
         return reading
 
@@ -592,10 +620,16 @@ class App:
         needs a reboot (power mode) is saved, then the board resets. A bad config is logged
         with the field at fault and changes nothing.
         """
-        from firmware.config import ConfigError, apply_remote, save_config
+        from firmware.config import ConfigError, apply_remote, load_config, save_config
 
+        current = self.config
+        if current is None:  # let go by run(): the node's config is the one on flash
+            current = load_config(self.board.fs)[0]
+            if current.get("safe_mode"):
+                self.log.warn("config", "remote config refused", {"err": current["safe_mode"]})
+                return False
         try:
-            new, changed, needs_reboot = apply_remote(self.config, remote)
+            new, changed, needs_reboot = apply_remote(current, remote)
         except ConfigError as exc:
             self.log.warn("config", "remote config refused", {"err": str(exc)})
             return False
@@ -680,18 +714,6 @@ def _offset(value, offset):
     if value is None:
         return None
     return value + offset if offset else value
-
-
-def _version():
-    from firmware.status import FIRMWARE_VERSION
-
-    return FIRMWARE_VERSION
-
-
-def _default_rand():
-    import random
-
-    return random
 
 
 def _make_radar(uart, clock):
@@ -801,8 +823,7 @@ def start(board, log=None):
     except Exception as exc:
         if app.crash is None:  # not from a task (setup, the loop itself): record it here
             trace = log.record_crash(exc, "app")
-            if app.boot is not None:
-                app.boot.note_crash(trace.strip().split("\n")[-1])
+            app._note_crash(trace.strip().split("\n")[-1])
         log.save()
         board.reset()
     return None

@@ -40,7 +40,7 @@ _SEQ_FILE = "seq"
 
 
 try:  # CPython escapes non-ASCII by default; MicroPython writes UTF-8 as is: so do we
-    json.dumps("", ensure_ascii=False)
+    json.dumps("", ensure_ascii=False)  # pyright: ignore[reportCallIssue]  (CPython only)
     _STR_KW = {"ensure_ascii": False}
 except TypeError:  # MicroPython's json.dumps takes no ensure_ascii
     _STR_KW = {}
@@ -50,45 +50,40 @@ def _dumps_str(s):
     return json.dumps(s, **_STR_KW)
 
 
-def _encode_into(value, parts):
-    if isinstance(value, bool) or value is None:
-        parts.append("true" if value is True else ("false" if value is False else "null"))
-    elif isinstance(value, int):
-        parts.append(str(value))
-    elif isinstance(value, float):
+def _encode(value):
+    """The JSON text of `value`. Each container joins only its own items, so no list grows
+    with the whole reading: a long list is one large block, hard to find in a fragmented heap."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
         # NaN/inf are not JSON: a value that is no number is sent as null (its quality says why)
-        parts.append(repr(value) if value == value and value - value == 0 else "null")
-    elif isinstance(value, str):
-        parts.append(_dumps_str(value))
-    elif isinstance(value, dict):
-        parts.append("{")
-        first = True
+        return repr(value) if value == value and value - value == 0 else "null"
+    if isinstance(value, str):
+        return _dumps_str(value)
+    if isinstance(value, dict):
+        items = []
         for key in sorted(value):
             if not isinstance(key, str):
                 raise TypeError("reading keys must be str, got %r" % (key,))
-            if not first:
-                parts.append(",")
-            first = False
-            parts.append(_dumps_str(key))
-            parts.append(":")
-            _encode_into(value[key], parts)
-        parts.append("}")
-    elif isinstance(value, (list, tuple)):
-        parts.append("[")
-        for i, item in enumerate(value):
-            if i:
-                parts.append(",")
-            _encode_into(item, parts)
-        parts.append("]")
-    else:
-        raise TypeError("cannot encode %s in a reading" % type(value).__name__)
+            items.append(_dumps_str(key) + ":" + _encode(value[key]))
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            items.append(_encode(item))
+        return "[" + ",".join(items) + "]"
+    raise TypeError("cannot encode %s in a reading" % type(value).__name__)
 
 
 def canonical_json(value):
     """UTF-8 JSON with sorted keys and no spaces: the same reading always gives the same bytes."""
-    parts = []
-    _encode_into(value, parts)
-    return "".join(parts).encode()
+    return _encode(value).encode()
 
 
 class Buffer:

@@ -12,37 +12,22 @@ millisecond, contracts.md §1) and never run more than `max_ahead_ms` ahead of t
 
 import asyncio
 
-from drivers.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from drivers.compat import SystemClock
 
 # 2024-01-01T00:00:00Z: an NTP answer before this is wrong (a fresh RTC starts in 2000).
 MIN_VALID_EPOCH_MS = 1704067200000
 HOUR_MS = 3600000
 
 
-async def _sleep_ms_async(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:  # CPython
-        await asyncio.sleep(ms / 1000)
-
-
-class TickClock:
-    """The interpreter's monotonic ms ticks, plus `sleep_ms_async` for asyncio tasks."""
-
-    def ticks_ms(self):
-        return ticks_ms()
-
-    def ticks_diff(self, end, start):
-        return ticks_diff(end, start)
-
-    def ticks_add(self, ticks, delta):
-        return ticks_add(ticks, delta)
-
-    def sleep_ms(self, ms):
-        sleep_ms(ms)
+class TickClock(SystemClock):
+    """The interpreter's monotonic ms ticks (drivers.compat.SystemClock, the clock drivers
+    use), plus `sleep_ms_async` for asyncio tasks."""
 
     async def sleep_ms_async(self, ms):
-        await _sleep_ms_async(ms)
+        if hasattr(asyncio, "sleep_ms"):
+            await asyncio.sleep_ms(ms)
+        else:  # CPython
+            await asyncio.sleep(ms / 1000)
 
 
 class WallClock:

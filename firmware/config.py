@@ -162,7 +162,7 @@ def _check_leaf(key, spec, value):
             want = "an int" if kind == "int" else "a number"
             raise ConfigError(key, value, "%r (%s) is not %s" % (value, _kind(value), want))
         if kind != "int":
-            value = float(value)
+            value = float(value)  # pyright: ignore[reportArgumentType]  (None returned above)
             if value != value:
                 raise ConfigError(key, value, "NaN is not a number")
         if not spec[2] <= value <= spec[3]:
@@ -441,7 +441,7 @@ def apply_remote(config, remote):
     for field in ("sensor_calibration", "power_management"):
         if field in remote and not isinstance(remote[field], dict):
             raise ConfigError(field, remote[field], "%r is not an object" % (remote[field],))
-    new = _copy(config)
+    new = _copy(config)  # type: dict  # pyright: ignore[reportAssignmentType]
     changed = []
     for field, section_path, key in _REMOTE:
         present, value = _get(remote, field)

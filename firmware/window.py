@@ -18,14 +18,8 @@ when none (values then 0/False). Other qualities come from the drivers; an avera
 worst quality of the samples it used. A quantity never sampled is left out.
 """
 
-from drivers.sensor import BAD, GOOD, SUSPECT, WARMING_UP
-
-_RANK = {GOOD: 0, SUSPECT: 1, WARMING_UP: 2, BAD: 3}
-
-
-def worse(a, b):
-    """The worse of two qualities (GOOD < SUSPECT < WARMING_UP < BAD)."""
-    return a if _RANK[a] >= _RANK[b] else b
+from drivers.sensor import BAD, GOOD, SUSPECT
+from firmware.validate import worse  # one quality order for the node (and one copy in RAM)
 
 
 class Window:

@@ -466,10 +466,10 @@ def _as_oserror(exc, doing):
     if name == "TimeoutError" or name == "CancelledError":  # an OSError on CPython
         return MqttError("%s: timed out" % doing)
     if isinstance(exc, OSError):
-        args = exc.args
+        args = exc.args  # the MicroPython stubs type it as an empty tuple: hence the ignore
         if args and isinstance(args[0], int):  # errno, or an mbedTLS code with its name
             detail = (": " + " ".join(str(a) for a in args[1:])) if len(args) > 1 else ""
-            return OSError(args[0], "%s failed%s" % (doing, detail))
+            return OSError(args[0], "%s failed%s" % (doing, detail))  # pyright: ignore
         return exc
     if name == "IncompleteReadError" or isinstance(exc, EOFError):
         return MqttError("%s: connection closed by the peer" % doing)

@@ -40,6 +40,7 @@ print(repr(d))
 del d
 """
 
+
 def describe_mpy(value: int | None) -> dict[str, str | None]:
     """`sys.implementation._mpy` -> {"mpy": "6.3", "arch": "xtensawin"} (None when absent)."""
     if value is None:

@@ -291,6 +291,7 @@ MODULES = [
     "drivers/compat.py",
     "drivers/sensor.py",
     "drivers/ld2410.py",
+    "drivers/ld2410_commands.py",
     "simulator/__init__.py",
     "simulator/clock.py",
     "simulator/prng.py",
