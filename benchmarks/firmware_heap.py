@@ -1,8 +1,8 @@
 """Peak heap of the whole firmware, and CPU time per sampling cycle, on the MicroPython Unix port.
 
 Runs ten simulated minutes of the node (all sensors simulated, a transport that accepts every
-reading) with the application's bytecode in a ROMFS image outside the heap, as tests/firmware/
-test_e2e.py does. Figures:
+reading) with the application's bytecode and this benchmark's main program in a ROMFS image
+outside the heap (simulator.unixport, as tests/firmware/test_e2e.py). Figures:
 
 - heap taken by loading the code, by package (simulator / drivers / firmware);
 - the smallest `-X heapsize` at which the ten minutes complete (bisection), for the firmware
@@ -17,7 +17,6 @@ test_e2e.py does. Figures:
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,22 +24,22 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from simulator import unixport  # noqa: E402
 from simulator.board import set_environment, sim_board  # noqa: E402
 from simulator.bridge import BridgeHost  # noqa: E402
 from simulator.clock import SimClock  # noqa: E402
-from tests.firmware.test_e2e import build_romfs, launch_command  # noqa: E402
 
 WINDOW_MS = 10000
 DURATION_MS = 600000
 
-SCRIPT = """
-import os, sys, gc, vfs, uctypes, time
-addr, size = os.getenv("NBK_ROMFS").split(":")
-vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
-sys.path.insert(0, "/rom")
-import json
+# The benchmark's main program, in the ROMFS image beside the application (its bytecode outside
+# the heap, as the firmware's); each run's parameters come in bench.json in its directory.
+BENCH_MAIN = """
+import os, gc, time, json
 import asyncio
-MODE = %(mode)r
+with open("bench.json") as f:
+    P = json.load(f)
+MODE = P["mode"]
 gc.collect()
 loaded = {"start": gc.mem_alloc()}
 import simulator.board
@@ -65,7 +64,7 @@ if MODE != "baseline":
 clock = VirtualClock()
 os.mkdir("node")
 if MODE == "bridged":
-    board = bridged_board(clock, "node", %(bridge)r)  # truth is set on the host (set_truth)
+    board = bridged_board(clock, "node", P["bridge"])  # truth is set on the host (set_truth)
 else:
     board = sim_board(clock, "node")
     board.radar.set_targets([(150, "moving", 60)])
@@ -100,7 +99,7 @@ async def baseline():
             board.radar.readinto(buf)
         board.gas.read_u16()
         n += 1
-        if n %% 50 == 0:
+        if n % 50 == 0:
             board.env.set_truth(22.0, 45.0, 1005.0)
         await clock.sleep_ms_async(100)
 
@@ -111,16 +110,16 @@ async def main():
     if MODE != "baseline":
         from firmware.config import save_config  # the real boot path: /config.json, prepare()
         save_config(board.fs, {"device_id": "bench", "uplink": {"host": "127.0.0.1"},
-                    "intervals": {"sampling_s": %(window_s)d, "transmission_s": 30}})
+                    "intervals": {"sampling_s": P["window_s"], "transmission_s": 30}})
         del save_config
         sink = Sink()
         app, reason = prepare(board, Log(clock, write=lambda line: None, fs=board.fs))
         app.transport = sink  # accepts everything: no network in this benchmark
-        await app.run(%(duration)d)
+        await app.run(P["duration"])
         sent = sink.n
     else:
         tasks.append(asyncio.create_task(baseline()))
-        await clock.sleep_ms_async(%(duration)d)
+        await clock.sleep_ms_async(P["duration"])
         sent = 0
     us = time.ticks_diff(time.ticks_us(), t0)
     print("RESULT " + json.dumps({"us": us, "sent": sent, "loaded": loaded, "live": live}))
@@ -145,7 +144,6 @@ def run(image, mode, heap, workdir):
     by simulator.bridge: the firmware alone in the heap) or "baseline" (parts, no firmware).
     """
     d = tempfile.mkdtemp(dir=workdir)
-    script = os.path.join(d, "bench.py")
     host = None
     if mode == "bridged":
         parts = sim_board(SimClock(), os.path.join(d, "host"))
@@ -153,14 +151,12 @@ def run(image, mode, heap, workdir):
         host = BridgeHost(parts)
     params = {"mode": mode, "window_s": WINDOW_MS // 1000, "duration": DURATION_MS}
     params["bridge"] = host.address if host else ""
-    with open(script, "w") as f:
-        f.write(SCRIPT % params)
+    with open(os.path.join(d, "bench.json"), "w") as f:
+        json.dump(params, f)
     if host is not None:
         host.__enter__()
     try:
-        proc = subprocess.run(
-            launch_command(image, heap, script), cwd=d, capture_output=True, text=True, timeout=120
-        )
+        proc = unixport.run(image, "bench_main", heap=heap, cwd=d, timeout=120)
     finally:
         if host is not None:
             host.close()
@@ -185,7 +181,7 @@ def smallest_heap(image, mode, workdir, lo_k=32, hi_k=512):
 
 def main():
     with tempfile.TemporaryDirectory(prefix="nbk-heap-") as workdir:
-        image = build_romfs(workdir)
+        image = unixport.build_image(workdir, extra={"bench_main.py": BENCH_MAIN})
         print("ROMFS image (bytecode outside the heap): %d bytes" % os.path.getsize(image))
         fw = run(image, "firmware", "512K", workdir)
         br = run(image, "bridged", "512K", workdir)

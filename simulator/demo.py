@@ -1,11 +1,13 @@
 """`make demo`: one virtual node, live — the real firmware publishing to a local Mosquitto.
 
-The firmware (firmware/, drivers/) and the simulated parts (simulator/) are compiled into a
-ROMFS image and run on the MicroPython Unix port with a bounded heap, as
-tests/firmware/test_e2e.py does; simulator.node drives the world script in simulated time at
-`--speed` x real time. A private Mosquitto is started on a free loopback port; a paho client
-subscribes (QoS 1) to the node's data and status topics and prints each reading as it arrives,
-every value coloured by its quality. At the end: what arrived, unique seqs, gaps, duplicates.
+The firmware (firmware/, drivers/) runs alone in a bounded heap on the MicroPython Unix port,
+its bytecode in ROMFS (simulator.unixport), as on a board and as tests/firmware/test_e2e.py
+runs it; simulator.node holds its time to `--speed` x real time. Its sensors are simulated in
+this process and reached over simulator.bridge, where the world script (simulator.node) sets
+their truth at exact simulated ticks. A private Mosquitto is started on a free loopback port; a
+paho client subscribes (QoS 1) to the node's data and status topics and prints each reading as
+it arrives, every value coloured by its quality. At the end: what arrived, unique seqs, gaps,
+duplicates.
 
     python -m simulator.demo                       # 60 s, 10 simulated minutes, busy office
     python -m simulator.demo --duration 20 --speed 30 --scenario quiet --profile platform
@@ -31,17 +33,17 @@ from nbk.boards import BoardError, list_boards, load_board
 from rich.console import Console
 from rich.text import Text
 
+from simulator import unixport
+from simulator.bridge import BridgeHost
 from simulator.broker import BrokerError, Mosquitto
-from simulator.node import end_ms
+from simulator.node import World, end_ms, host_parts, script_world
+from simulator.prng import Prng
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("drivers", "firmware", "simulator")  # what the node's ROMFS holds
-HOST_ONLY = ("__pycache__", "_cpython.py", "demo.py", "broker.py")  # never imported by the node
 DEVICE_ID = "demo-node-1"
-# The firmware's end-to-end test bound (tests/firmware/test_e2e.py): firmware and simulated
-# parts share one x86-64 interpreter, ~167 KB live at most (docs/firmware.md and docs/demo.md,
-# "Memory"); 224K on this port holds about what 112K holds on the 32-bit ESP32.
-DEFAULT_HEAP = "224K"
+# The firmware alone in its heap (its parts are served over simulator.bridge): the smallest
+# heap, in 4K steps, that ran each demo variant five times in a row; at 132K the node runs out
+# (docs/demo.md, "Memory"). Objects on this x86-64 port are about twice their ESP32 size.
+DEFAULT_HEAP = "136K"
 # Embedded defaults except the cadence: a reading every 10 simulated s so a minute of demo at
 # 10x shows 60 of them; the uplink may not send more often than it samples (firmware.config).
 INTERVALS = {"sampling_s": 10, "transmission_s": 10, "status_s": 60}
@@ -52,27 +54,6 @@ TAIL_LINES = 15
 
 QUALITY_STYLE = {"good": "green", "suspect": "yellow", "warming_up": "cyan", "bad": "bold red"}
 
-# Boots the node inside micropython_run (the Unix port as a CPython extension, toolchain.md §1)
-# with the ROMFS image in a ctypes buffer: outside MicroPython's bounded heap, so bytecode runs
-# in place as from a ROMFS partition on the ESP32 and `-X heapsize` bounds only run-time data.
-_LAUNCHER = """
-import ctypes, os, sys
-import micropython_run
-image = open(sys.argv[1], "rb").read()
-rom = ctypes.create_string_buffer(image, len(image))
-os.environ["NBK_ROMFS"] = "%d:%d" % (ctypes.addressof(rom), len(image))
-sys.exit(micropython_run.run_main(["micropython"] + sys.argv[2:]))
-"""
-
-_BOOT = """\
-import os, sys, vfs, uctypes
-addr, size = os.getenv("NBK_ROMFS").split(":")
-vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
-sys.path.insert(0, "/rom")
-from simulator.node import main
-main(sys.argv[1:])
-"""
-
 
 class DemoError(Exception):
     """An expected failure, printed as one message without a traceback; exit 1."""
@@ -81,36 +62,12 @@ class DemoError(Exception):
 # ---- building the node ---------------------------------------------------------------------
 
 
-def _tool(name):
-    """A console script of this venv (beside sys.executable), else on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise DemoError("%s is not installed: run `make setup`" % name)
-    return found
-
-
-def build_romfs(work):
-    """The application tree as a ROMFS image of .mpy files in `work`; DemoError on failure."""
-    src = Path(work) / "romsrc"
-    for package in PACKAGES:
-        shutil.copytree(
-            REPO_ROOT / package, src / package, ignore=shutil.ignore_patterns(*HOST_ONLY)
-        )
-    image = Path(work) / "app.romfs"
-    proc = subprocess.run(  # from inside src: tracebacks then name firmware/app.py, not /tmp/...
-        [_tool("mpremote"), "romfs", "-o", str(image), "build", "."],
-        cwd=src,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise DemoError("building the node's ROMFS image failed:\n" + proc.stderr[-2000:])
-    shutil.rmtree(src, ignore_errors=True)
-    return image
+def build_image(work):
+    """The application as a ROMFS image of .mpy files in `work`; DemoError on failure."""
+    try:
+        return unixport.build_image(work)
+    except unixport.UnixPortError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def node_config(device_id, port, profile):
@@ -150,12 +107,10 @@ class NodeProcess:
         (fs / "config.json").write_text(json.dumps(config))
         (fs / "board.json").write_text(json.dumps(info))
         (self.work / "spec.json").write_text(json.dumps(spec))
-        (self.work / "boot.py").write_text(_BOOT)
-        command = [sys.executable, "-c", _LAUNCHER, str(image), "-X", "heapsize=" + heap]
-        command += ["boot.py", "spec.json"]
+        self.image = image
+        self.heap = heap
         self.console = []  # every stdout line, in order
         self.events = None  # set by start(): a queue the reader thread feeds
-        self._command = command
         self._proc = None
         self._stderr = b""
         self._stderr_reader = None
@@ -166,14 +121,20 @@ class NodeProcess:
 
     def start(self, events):
         self.events = events
-        self._proc = subprocess.Popen(
-            self._command,
-            cwd=self.work,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the node itself
-        )
+        try:
+            self._proc = unixport.launch(
+                self.image,
+                "simulator.node:main",
+                ["spec.json"],
+                heap=self.heap,
+                cwd=self.work,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the node itself
+            )
+        except unixport.UnixPortError as exc:
+            raise DemoError(str(exc)) from None
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
@@ -388,8 +349,14 @@ def status_line(s):
     return Text("  status: " + ", ".join(parts), style="blue")
 
 
+def world_line(t_ms, label):
+    """A moment of the world script, at its simulated minutes:seconds."""
+    t = t_ms // 1000
+    return Text("  >> %d:%02d  %s" % (t // 60, t % 60, label), style="bold magenta")
+
+
 def console_line(line):
-    """A node console line worth showing (world events, warnings, errors), or None."""
+    """A node console line worth showing (warnings, errors, app and uplink news), or None."""
     if not line.startswith("@nbk "):
         return None
     try:
@@ -397,9 +364,6 @@ def console_line(line):
     except ValueError:
         return Text("  node: " + line, style="dim")
     mod, msg, lvl = entry.get("mod"), entry.get("msg", ""), entry.get("lvl")
-    t = entry.get("t", 0) // 1000
-    if mod == "world":
-        return Text("  >> %d:%02d  %s" % (t // 60, t % 60, msg), style="bold magenta")
     if lvl in ("W", "E"):
         kv = entry.get("kv") or {}
         detail = (" (%s)" % json.dumps(kv)) if kv else ""
@@ -454,36 +418,39 @@ def run_demo(opts, console):
 
     description, info = board_info(opts.board)
     work = tempfile.mkdtemp(prefix="nbk-demo-")
-    broker = node = feed = None
+    broker = node = feed = host = None
     try:
         try:
             broker = Mosquitto(Path(work)).start()
         except BrokerError as exc:
             raise DemoError(str(exc)) from None
-        image = build_romfs(work)
+        image = build_image(work)
         config = node_config(opts.device_id, broker.port, opts.profile)
+        prefix = config["uplink"].get("topic_prefix", "neurobuild/sensors")
+        topics = [data_topic(prefix, opts.device_id), status_topic(prefix, opts.device_id)]
+        events = queue.Queue()
+        host = parts_host(work, opts, info, events)
         spec = {
             "fs": "node",
-            "world": opts.scenario,
+            "bridge": host.address,
             "seed": opts.seed,
             "speed": opts.speed,
             "duration_s": opts.duration_s,
         }
-        prefix = config["uplink"].get("topic_prefix", "neurobuild/sensors")
-        topics = [data_topic(prefix, opts.device_id), status_topic(prefix, opts.device_id)]
-        events = queue.Queue()
         feed = Feed(broker.host, broker.port, topics, events)
         feed.start()
         node = NodeProcess(image, work, spec, config, info, opts.heap)
         node.start(events)  # its lines wait in `events` until the header is out
-        _print_header(console, opts, broker, node, description, FIRMWARE_VERSION, topics)
-        return _watch(console, opts, node, events, topics)
+        _print_header(console, opts, broker, node, host, description, FIRMWARE_VERSION, topics)
+        return _watch(console, opts, node, host, events, topics)
     except KeyboardInterrupt:
         console.print("\n[bold]interrupted:[/] stopping the node and the broker")
         return 130
     finally:
         if node is not None:
             node.stop()
+        if host is not None:
+            host.close()
         if feed is not None:
             feed.stop()
         if broker is not None:
@@ -491,7 +458,18 @@ def run_demo(opts, console):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _print_header(console, opts, broker, node, description, version, topics):
+def parts_host(work, opts, info, events):
+    """The node's simulated parts, served over simulator.bridge from a thread of this process,
+    with the world script playing on them; each labelled moment goes to `events` as
+    ("world", (t_ms, label)). Started; close() it."""
+    parts = host_parts(Path(work) / "parts", seed=opts.seed, info=info)
+    world = World(opts.scenario, Prng(opts.seed + 100))
+    host = BridgeHost(parts)
+    script_world(host, world, lambda t_ms, label, people: events.put(("world", (t_ms, label))))
+    return host.__enter__()
+
+
+def _print_header(console, opts, broker, node, host, description, version, topics):
     # the node stops half a window after the last whole one (simulator.node.end_ms)
     sim_s = end_ms(opts.duration_s * opts.speed * 1000, INTERVALS["sampling_s"] * 1000) // 1000
     console.print("[bold]NeuroBuild demo: one virtual node[/]")
@@ -499,8 +477,10 @@ def _print_header(console, opts, broker, node, description, version, topics):
     console.print("  device    %s, firmware %s" % (opts.device_id, version))
     console.print("  board     %s: %s" % (opts.board, description))
     console.print(
-        "  runtime   MicroPython Unix port, heap %s, code in ROMFS (pid %s)" % (opts.heap, node.pid)
+        "  runtime   MicroPython Unix port, heap %s for the firmware alone, code in ROMFS (pid %s)"
+        % (opts.heap, node.pid)
     )
+    console.print("  parts     simulated here, reached over simulator.bridge on %s" % host.address)
     console.print(
         "  time      %gx real time: %.0f s show %d min %02d s, a reading every %d s"
         % (opts.speed, sim_s / opts.speed, sim_s // 60, sim_s % 60, INTERVALS["sampling_s"])
@@ -521,7 +501,7 @@ def stall_limit_s(speed):
     return max(30.0, 3 * INTERVALS["sampling_s"] / speed)
 
 
-def _watch(console, opts, node, events, topics):
+def _watch(console, opts, node, host, events, topics):
     """Show events until the node finishes, crashes or hangs; return the exit status."""
     view = View(console, topics)
     started = time.monotonic()
@@ -536,7 +516,7 @@ def _watch(console, opts, node, events, topics):
             break
         if now - last_event > stall_s:
             node.stop()
-            _show_tail(console, node)
+            _show_tail(console, node, host)
             raise DemoError("the node said nothing for %.0f s: hung, stopped it" % stall_s)
         try:
             kind, item = events.get(timeout=0.2)
@@ -544,7 +524,7 @@ def _watch(console, opts, node, events, topics):
             continue
         last_event = now
         if kind == "exit" and counts is None:
-            counts = _finished(console, opts, node, view.tally)
+            counts = _finished(console, opts, node, host, view.tally)
             counts["real_s"] = time.monotonic() - started
             finish_by = time.monotonic() + FINISH_GRACE_S
         else:
@@ -553,7 +533,8 @@ def _watch(console, opts, node, events, topics):
 
 
 class View:
-    """Prints what arrives: readings as rows (a header every 20), status, node lines."""
+    """Prints what arrives: readings as rows (a header every 20), status, node lines, and the
+    world script's moments."""
 
     def __init__(self, console, topics):
         self.console = console
@@ -568,6 +549,8 @@ class View:
                 self.console.print(shown)
         elif kind == "mqtt":
             self.message(*item)
+        elif kind == "world":
+            self.console.print(world_line(*item))
 
     def message(self, topic, payload):
         try:
@@ -591,15 +574,16 @@ class View:
         self.console.print(line)
 
 
-def _finished(console, opts, node, tally):
+def _finished(console, opts, node, host, tally):
     """The node's final counts once it exited; DemoError with its last lines if it crashed."""
     code = node.wait(5)
     counts = finished_counts(node.console)
     if code == 0 and counts is not None:
         return counts
-    _show_tail(console, node)
+    _show_tail(console, node, host)
     hint = ""
-    if any("MemoryError" in ln for ln in node.console[-TAIL_LINES:]):
+    last = node.console[-TAIL_LINES:] + node.stderr_text().splitlines()[-TAIL_LINES:]
+    if any("MemoryError" in ln for ln in last):
         hint = "; it ran out of heap at %s: pass a larger --heap" % opts.heap
     raise DemoError(
         "the node crashed (exit status %s) after %d readings arrived%s"
@@ -607,7 +591,7 @@ def _finished(console, opts, node, tally):
     )
 
 
-def _show_tail(console, node):
+def _show_tail(console, node, host=None):
     console.print("[bold red]the node's last console lines:[/]")
     for line in node.console[-TAIL_LINES:]:
         console.print(Text("  " + line))
@@ -615,6 +599,10 @@ def _show_tail(console, node):
     if err:
         console.print("[bold red]its stderr:[/]")
         for line in err.splitlines()[-TAIL_LINES:]:
+            console.print(Text("  " + line))
+    if host is not None and host.errors:  # a simulated part failed, not the firmware
+        console.print("[bold red]the simulated parts failed (bridge host):[/]")
+        for line in host.errors[-1].strip().splitlines()[-TAIL_LINES:]:
             console.print(Text("  " + line))
 
 
@@ -716,7 +704,7 @@ def _heap_size(ctx, param, value):
     default=DEFAULT_HEAP,
     show_default=True,
     callback=_heap_size,
-    help="MicroPython heap for the node (firmware and simulated parts together).",
+    help="MicroPython heap for the node: the firmware alone (its parts run in the demo).",
 )
 def main(duration_s, speed, profile, board, seed, scenario, heap):
     """One virtual node, live: the real firmware on the MicroPython Unix port, simulated

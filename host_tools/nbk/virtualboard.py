@@ -12,6 +12,11 @@ boots again.
 Limits (see docs/deploy.md): Ctrl-C does not interrupt running code (`press_reset()` does, as
 the EN button would); `machine` has no reset and no Pin/UART/ADC/I2C.
 
+With `hardware="simulated"` (docs/virtual-board.md) the interpreter gets an ESP32's `machine`,
+`network`, `esp32` and `ntptime` from simulator/hw, compiled into the board's state directory
+(not its folder), so the real firmware runs: machine.reset(), the watchdog and deep sleep reboot
+the board with the matching reset cause, and Ctrl-C on the console stops main.py.
+
     with VirtualBoard(tmp_path / "board") as board:
         subprocess.run(["nbk", "device", "info", "--port", board.port])
 
@@ -34,7 +39,35 @@ _ENV_MICROPYTHON = "NBK_VB_MICROPYTHON"
 _ENV_HEAP = "NBK_VB_HEAP"
 _ENV_RUN_MAIN = "NBK_VB_RUN_MAIN"
 _ENV_PIDFILE = "NBK_VB_PIDFILE"
+_ENV_HARDWARE = "NBK_VB_HARDWARE"  # directory of the compiled simulator package, or ""
+# Read by simulator/hw/machine.py in the interpreter (its ENV_* names):
+_ENV_RESET_CAUSE = "NBK_VB_RESET_CAUSE"
+_ENV_MAC = "NBK_VB_MAC"
+_ENV_CONSOLE = "NBK_VB_CONSOLE"
+HARDWARE = ("none", "simulated")
+DEFAULT_HEAP = "96K"  # an ESP32 without PSRAM once Wi-Fi is up, for code sent over the REPL
+# The whole application plus every simulated part and the room in one heap. The firmware runs in
+# 144K alone (simulator/bridge.py); its objects take about a third more room on this 64-bit
+# port, and the parts and their drivers' buffers add the rest (docs/virtual-board.md).
+SIMULATED_HEAP = "384K"
+# The simulated parts the fake machine module builds (simulator/hw/hardware.py), and their own
+# imports; compiled with mpy-cross so the interpreter loads bytecode, as the board loads .mpy.
+SIM_MODULES = ("__init__", "prng", "i2c", "bme280", "ld2410", "pir", "mq134")
+_REPO = pathlib.Path(__file__).resolve().parents[2]
 _ROM_RESET = b"\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"  # ESP32 ROM
+# machine.reset_cause() after each way the interpreter can end (the ESP32 port's values), and the
+# ROM's line for it. A simulated machine.reset()/watchdog/deep sleep ends it with a signal
+# (simulator/hw/machine.py SIGNAL_*); SIGKILL is press_reset(), the EN button: a power-on reset.
+_PWRON, _HARD, _WDT, _DEEPSLEEP, _SOFT = 1, 2, 3, 4, 5
+_CAUSES = {
+    -signal.SIGKILL: (_PWRON, _ROM_RESET),
+    -signal.SIGUSR2: (_HARD, b"\r\nrst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"),
+    -signal.SIGUSR1: (_WDT, b"\r\nrst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"),
+    -signal.SIGALRM: (
+        _DEEPSLEEP,
+        b"\r\nrst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n",
+    ),
+}
 _MAIN_DONE = 99  # exit status of the boot script when main.py returned: go on to the REPL
 
 # Every boot first makes the board's directory the interpreter's "/": the Unix port mounts the
@@ -43,31 +76,55 @@ _MAIN_DONE = 99  # exit status of the boot script when main.py returned: go on t
 # quirks of the Unix port (1.29) need a plain wrapper object rather than VfsPosix itself or a
 # subclass: its rename of two absolute paths fails with ENOENT (so absolute names are made
 # relative to the real working directory first), and imports never find modules on a mounted
-# VfsPosix subclass. Each method passes straight through.
+# VfsPosix subclass. Each method passes straight through, except that with simulated hardware
+# paths under HW_PREFIX reach the compiled simulator package instead (read-only).
 _ROOT = """\
-import vfs,os
+import vfs,os,sys
 class _NbkRoot:
- def __init__(s,r):s.v=vfs.VfsPosix(r)
+ def __init__(s,r,h):s.v=vfs.VfsPosix(r);s.h=h and vfs.VfsPosix(h)
+ def _f(s,p):
+  if s.h and (p==%(hw)r or p[:%(n1)d]==%(hw)r+'/'):return s.h,p[%(n)d:] or '/'
+  return s.v,p
  def mount(s,r,m):s.v.mount(r,m)
  def umount(s):s.v.umount()
- def open(s,p,m):return s.v.open(p,m)
- def ilistdir(s,p):return s.v.ilistdir(p)
+ def open(s,p,m):
+  v,p=s._f(p)
+  if v is s.h and m.strip('rbt'):raise OSError(30)
+  return v.open(p,m)
+ def ilistdir(s,p):v,p=s._f(p);return v.ilistdir(p)
  def chdir(s,p):s.v.chdir(p)
  def getcwd(s):return s.v.getcwd()
  def mkdir(s,p):s.v.mkdir(p)
  def remove(s,p):s.v.remove(p)
  def rmdir(s,p):s.v.rmdir(p)
- def stat(s,p):return s.v.stat(p)
+ def stat(s,p):v,p=s._f(p);return v.stat(p)
  def statvfs(s,p):return s.v.statvfs(p)
  def rename(s,a,b):s.v.rename(s._rel(a),s._rel(b))
  def _rel(s,p):
   if p[:1]!='/':return p
   return '../'*len([x for x in s.v.getcwd().split('/') if x])+p[1:]
 vfs.umount('/')
-vfs.mount(_NbkRoot(%r),'/')
+vfs.mount(_NbkRoot(%(root)r,%(host_hw)r),'/')
 os.chdir('/')
-del vfs,os
+if %(host_hw)r:
+ sys.path.insert(0,%(hw)r+'/simulator/hw')
+ sys.path.append(%(hw)r)
+del vfs,os,sys
 """
+# With simulated hardware, the compiled simulator package (outside the board's folder) is seen
+# under this prefix by imports only: it is not a mount, so the board's "/" never lists it.
+HW_PREFIX = "/.nbk-hw"
+
+
+def _rooted(root: str, hw_dir: str | None) -> str:
+    return _ROOT % {
+        "root": root,
+        "host_hw": hw_dir or "",
+        "hw": HW_PREFIX,
+        "n": len(HW_PREFIX),
+        "n1": len(HW_PREFIX) + 1,
+    }
+
 
 # Runs boot.py then main.py as the ESP32 port does (__name__ == "__main__"), each in a fresh
 # namespace. machine.soft_reset() on the Unix port ends the process with status 0, which the
@@ -96,15 +153,22 @@ class VirtualBoard:
         self,
         root: str | os.PathLike[str],
         port: str | None = None,
-        heap: str = "96K",
+        heap: str | None = None,
         run_main: bool = False,
         micropython: str | None = None,
+        hardware: str = "none",
     ) -> None:
+        """`hardware="simulated"` gives the interpreter an ESP32's machine, network, esp32 and
+        ntptime modules over simulated parts (simulator/hw), wired as the board's /board.json
+        says; `heap` then defaults to SIMULATED_HEAP instead of DEFAULT_HEAP."""
+        if hardware not in HARDWARE:
+            raise ValueError("hardware=%r: use one of %s" % (hardware, ", ".join(HARDWARE)))
         self.root = os.path.abspath(str(root))
         self.root_path = pathlib.Path(self.root)
         self._state = tempfile.mkdtemp(prefix="nbk-vb-")
         self.port = str(port) if port else os.path.join(self._state, "tty")
-        self.heap = heap
+        self.hardware = hardware
+        self.heap = heap or (SIMULATED_HEAP if hardware == "simulated" else DEFAULT_HEAP)
         self.run_main = run_main
         self.micropython = micropython or _find_micropython()
         self.boot_output = b""
@@ -131,6 +195,8 @@ class VirtualBoard:
                 _ENV_HEAP: self.heap,
                 _ENV_RUN_MAIN: "1" if self.run_main else "",
                 _ENV_PIDFILE: pidfile,
+                _ENV_HARDWARE: self._compile_hardware() if self.hardware == "simulated" else "",
+                _ENV_MAC: board_mac(self.root),
             }
         )
         for path in (pidfile, self.port):
@@ -163,6 +229,29 @@ class VirtualBoard:
                 self.stop()
                 raise VirtualBoardError("%s; socat/micropython said: %s" % (exc, log)) from None
         return self
+
+    def _compile_hardware(self) -> str:
+        """simulator/hw and the parts it builds, as .mpy in this board's state directory (never
+        in its folder); returns the directory the interpreter sees under HW_PREFIX."""
+        from nbk.mpy import MpyCross, MpyError
+
+        out = pathlib.Path(self._state) / "hw"
+        sources = [("simulator/%s.py" % name) for name in SIM_MODULES]
+        sources += sorted(
+            "simulator/hw/" + p.name for p in (_REPO / "simulator" / "hw").glob("*.py")
+        )
+        compiler = None
+        for rel in sources:
+            src = _REPO / rel
+            dst = out / (rel[: -len(".py")] + ".mpy")
+            if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            try:
+                compiler = compiler or MpyCross()
+                compiler.compile(src, dst, rel)
+            except MpyError as exc:
+                raise VirtualBoardError("simulated hardware not compiled: %s" % exc) from None
+        return str(out)
 
     def _wait_prompt(self, deadline: float) -> None:
         """Read the boot output up to the first '>>> ' so callers find an idle REPL."""
@@ -249,6 +338,14 @@ class VirtualBoard:
         self.close()
 
 
+def board_mac(root: str) -> str:
+    """A base MAC (12 hex digits) that stays the same for one board directory: an Espressif
+    OUI and three bytes of the path's hash."""
+    import hashlib
+
+    return "240ac4" + hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:6]
+
+
 def _find_micropython() -> str:
     beside = os.path.join(os.path.dirname(sys.executable), "micropython")
     if os.path.exists(beside):
@@ -283,27 +380,39 @@ def _supervise() -> None:
     signal.signal(signal.SIGHUP, finish)
     with open(os.environ[_ENV_PIDFILE], "w") as f:
         f.write(str(os.getpid()))
-    rooted = _ROOT % os.getcwd()  # socat starts us in the board's directory
+    rooted = _rooted(os.getcwd(), os.environ.get(_ENV_HARDWARE) or None)  # cwd: the board
     repl = [micropython, "-X", "heapsize=" + heap, "-i", "-c", rooted]
     boot = [micropython, "-X", "heapsize=" + heap, "-c", rooted + _BOOT_MAIN]
     childfile = os.path.join(os.path.dirname(os.environ[_ENV_PIDFILE]), "child.pid")
+    cause = _PWRON
     while not state["stop"]:
         if run_main and os.path.exists("main.py"):
-            code = _run(state, boot, childfile)
+            code = _run(state, boot, childfile, cause, console=True)
             if state["stop"] or os.getppid() != parent:
                 return
             if code == 0 or code < 0:  # machine.soft_reset() or the reset button: boot again
+                cause = _next_cause(code)
                 if not _announce(code):
                     return
                 continue
-        code = _run(state, repl, childfile)  # Ctrl-D at the friendly REPL ends it: soft reset
+        code = _run(state, repl, childfile, cause)  # Ctrl-D at the friendly REPL: soft reset
+        cause = _next_cause(code)
         # socat gone (we were re-parented) or told to stop: nobody is listening any more.
         if state["stop"] or os.getppid() != parent or not _announce(code):
             return
 
 
-def _run(state: dict[str, Any], args: list[str], childfile: str) -> int:
-    state["child"] = child = subprocess.Popen(args)
+def _next_cause(code: int) -> int:
+    return _CAUSES[code][0] if code in _CAUSES else (_SOFT if code >= 0 else _PWRON)
+
+
+def _run(
+    state: dict[str, Any], args: list[str], childfile: str, cause: int, console: bool = False
+) -> int:
+    env = dict(os.environ)
+    env[_ENV_RESET_CAUSE] = str(cause)
+    env[_ENV_CONSOLE] = "1" if console else ""  # main.py running: Ctrl-C reaches it
+    state["child"] = child = subprocess.Popen(args, env=env)
     with open(childfile, "w") as f:
         f.write(str(child.pid))
     return child.wait()
@@ -313,7 +422,10 @@ def _announce(code: int) -> bool:
     """Print what an ESP32 prints when it comes back: a killed interpreter was a reset-button
     press (the ROM's reset line), anything else a soft reset. False once the pty is gone."""
     time.sleep(0.05)
-    line = _ROM_RESET if code < 0 else b"MPY: soft reboot\r\n"
+    if code in _CAUSES:
+        line = _CAUSES[code][1]
+    else:
+        line = _ROM_RESET if code < 0 else b"MPY: soft reboot\r\n"
     try:
         os.write(1, line)
     except OSError:
@@ -325,9 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     """Start a virtual board on DIR for interactive use; stop it with Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: virtualboard.py DIR [--run-main]   (DIR becomes the board's filesystem)")
+        print(
+            "usage: virtualboard.py DIR [--run-main] [--simulated-hardware]"
+            "   (DIR becomes the board's filesystem)"
+        )
         return 2
-    board = VirtualBoard(argv[0], run_main="--run-main" in argv)
+    hardware = "simulated" if "--simulated-hardware" in argv else "none"
+    board = VirtualBoard(argv[0], run_main="--run-main" in argv, hardware=hardware)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (or SIGINT to a background job) stops it cleanly

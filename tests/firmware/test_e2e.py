@@ -3,13 +3,15 @@ Mosquitto and the HTTP receiver, for ten simulated minutes; every reading arrive
 (after de-duplication by device and seq) with the values and qualities of the simulated truth.
 
 How it runs (see docs/firmware.md, "Memory"): the application, the drivers and the main program
-are compiled into a ROMFS image, mounted with `vfs.VfsRom` from memory outside the bounded heap,
-so their bytecode executes in place as it does from a ROMFS partition or frozen modules on the
-ESP32. The simulated parts are not in that process: simulator.bridge serves them from this
-test's process (ground truth and outages are events scheduled on the bridge host), so the heap
-limit (`-X heapsize`) bounds what the firmware alone allocates, as on a board. It is 144K, not
+are compiled into a ROMFS image and run by simulator.unixport, which mounts it with `vfs.VfsRom`
+from memory outside the bounded heap, so their bytecode executes in place as it does from a
+ROMFS partition or frozen modules on the ESP32. The simulated parts are not in that process:
+simulator.bridge serves them from this test's process (ground truth and outages are events
+scheduled on the bridge host), so the heap limit (`-X heapsize`) bounds what the firmware
+alone allocates, as on a board. It is 144K, not
 96K: this port has 64-bit words, so objects are about twice their ESP32 size. (Measured
-2026-11-25: the four tests pass 5 runs in a row at 140K and fail at 136K; with the parts
+2026-11-25: the four tests passed 5 runs in a row at 140K and failed at 136K; after the
+firmware's heap diet (ddfa5ac) they pass 5 runs at 136K and two fail at 132K. With the parts
 in-process they needed 192K. NBK_E2E_HEAP overrides it, to bisect.)
 Time is simulator.board.VirtualClock: it jumps whenever every task waits on it, and stands
 still while a task waits on the network or on the bridge, so ten minutes take a second or two.
@@ -17,13 +19,11 @@ still while a task waits on the network or on the bridge, so ten minutes take a 
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from simulator.unixport import build_image, run
 from tests.support.micropython import REPO_ROOT
 from tests.support.servers import http_receiver, mosquitto  # noqa: F401  (fixtures)
 
@@ -50,15 +50,6 @@ SCENARIO = [
     (483000, [(160, "moving", 55), (330, "stationary", 65)], (21.0, 49.0, 1000.5), 65.0),
     (543000, [], (20.5, 48.0, 1000.0), 50.0),
 ]
-
-LAUNCHER = """
-import ctypes, os, sys
-import micropython_run
-image = open(sys.argv[1], "rb").read()
-rom = ctypes.create_string_buffer(image, len(image))  # outside MicroPython's heap
-os.environ["NBK_ROMFS"] = "%d:%d" % (ctypes.addressof(rom), len(image))
-sys.exit(micropython_run.run_main(["micropython"] + sys.argv[2:]))
-"""
 
 # The node's main program. It goes into the ROMFS image beside the packages, so its bytecode
 # stays out of the heap too; run_firmware passes the run's parameters in e2e.json.
@@ -110,45 +101,11 @@ gc.collect()
 asyncio.run(main([gc.mem_alloc()]))  # heap: after imports and setup, then each minute
 """
 
-# What the interpreter is given: mount the image at /rom, then import the main program.
-SCRIPT = """
-import os, sys, vfs, uctypes
-addr, size = os.getenv("NBK_ROMFS").split(":")
-vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
-sys.path.insert(0, "/rom")
-import e2e_main
-"""
-
-
-def build_romfs(workdir):
-    """Compile drivers/, firmware/, simulator/ and the main program into a ROMFS image
-    (mpremote romfs build)."""
-    mpremote = shutil.which("mpremote") or str(REPO_ROOT / ".venv" / "bin" / "mpremote")
-    src = Path(workdir) / "romsrc"
-    for package in ("drivers", "firmware", "simulator"):
-        shutil.copytree(
-            REPO_ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    (src / "e2e_main.py").write_text(MAIN)
-    image = Path(workdir) / "app.romfs"
-    subprocess.run(
-        [mpremote, "romfs", "-o", str(image), "build", str(src)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return image
-
-
-def launch_command(image, heap, script):
-    """The command that runs `script` on MicroPython with `image` mounted at /rom."""
-    return [sys.executable, "-c", LAUNCHER, str(image), "-X", "heapsize=" + heap, str(script)]
-
 
 @pytest.fixture(scope="module")
 def romfs(tmp_path_factory):
-    """The application tree (drivers, firmware, simulator) as a ROMFS image of .mpy files."""
-    return build_romfs(tmp_path_factory.mktemp("rom"))
+    """The application tree (drivers, firmware, simulator) and MAIN as a ROMFS image of .mpy."""
+    return build_image(tmp_path_factory.mktemp("rom"), extra={"e2e_main.py": MAIN})
 
 
 def host_board(fs_root, pir=True):
@@ -170,7 +127,7 @@ def host_board(fs_root, pir=True):
 
 
 def run_firmware(image, config, tmp_path, heap=E2E_HEAP, outages=(), on_event=None, timeout=90):
-    """Run the firmware script on MicroPython, its parts served over the bridge from here;
+    """Run MAIN on MicroPython, its parts served over the bridge from here;
     return (RESULT dict, log lines).
 
     `outages` [(start_ms, end_ms)] in simulated time: at each edge the bridge host calls
@@ -191,14 +148,9 @@ def run_firmware(image, config, tmp_path, heap=E2E_HEAP, outages=(), on_event=No
     tuning = {"gas_warmup_s": GAS_WARMUP_MS // 1000, "pir_warmup_s": PIR_WARMUP_MS // 1000}
     params = {"config": config, "tuning": tuning, "duration": DURATION_MS, "bridge": host.address}
     (tmp_path / "e2e.json").write_text(json.dumps(params))
-    script = tmp_path / "boot_e2e.py"
-    script.write_text(SCRIPT)
-    command = launch_command(image, heap, script)
     with host:
         try:
-            proc = subprocess.run(
-                command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-            )
+            proc = run(image, "e2e_main", heap=heap, cwd=tmp_path, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(
                 "firmware run killed after %ds\n--- stdout (tail) ---\n%s\n--- bridge host ---\n%s"
@@ -444,3 +396,55 @@ def test_http_receiver_down_for_three_minutes_loses_nothing(romfs, http_receiver
     for transition in ("breaker closed -> open", "open -> half_open", "half_open -> closed"):
         assert transition in text, transition + " not logged:\n" + text[-3000:]
     assert "503" in text  # the reason is logged, not just "failed"
+
+
+# ---- simulator.unixport, the runner above ----------------------------------------------------
+
+PROBE = """
+import gc, json, sys
+
+
+def main(argv):
+    gc.collect()
+    print(json.dumps([__file__, gc.mem_alloc() + gc.mem_free(), argv, sys.argv[0]]))
+"""
+
+
+def test_unixport_runs_an_entry_from_rom_with_its_arguments_and_heap(tmp_path):
+    image = build_image(tmp_path, extra={"tools/probe.py": PROBE}, contents={})
+    proc = run(image, "tools.probe:main", ["a b", "2"], heap="64K", cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    where, heap, argv, argv0 = json.loads(proc.stdout)
+    assert where == "/rom/tools/probe.mpy"  # compiled, and read from the image
+    assert 60 * 1024 <= heap <= 64 * 1024  # -X heapsize took effect
+    assert argv == ["a b", "2"] and argv0 == "tools.probe:main"
+    proc = run(image, "tools.nothing", heap="64K", cwd=tmp_path, timeout=30)
+    # micropython_run writes MicroPython's tracebacks to stdout, not stderr
+    assert proc.returncode == 1 and "no module named 'tools.nothing'" in proc.stdout
+
+
+def test_unixport_refuses_a_bad_entry_or_heap_by_name(tmp_path):
+    from simulator.unixport import command
+
+    image = tmp_path / "app.romfs"
+    for entry in ("", "a-b", "mod:", "mod:f:g", "1mod"):
+        err = raises_value_error(command, image, entry)
+        assert repr(entry) in err and "module:function" in err
+    for heap in ("", "0K", "lots", 64):
+        err = raises_value_error(command, image, "mod", heap=heap)
+        assert repr(heap) in err and "144K" in err
+
+
+def raises_value_error(fn, *args, **kw):
+    with pytest.raises(ValueError) as info:
+        fn(*args, **kw)
+    return str(info.value)
+
+
+def test_unixport_image_errors_name_the_module(tmp_path):
+    from simulator.unixport import UnixPortError
+
+    with pytest.raises(UnixPortError, match=r"simulator/nope\.py is not there"):
+        build_image(tmp_path, contents={"simulator": ("board", "nope")})
+    with pytest.raises(UnixPortError, match=r"(?s)building the ROMFS image failed.*bad\.py"):
+        build_image(tmp_path, extra={"bad.py": "def f(:\n    pass\n"}, contents={})

@@ -1,8 +1,8 @@
 """`make demo`: the real firmware on the Unix port publishing to its own Mosquitto, shown live.
 
 The end-to-end tests run `python -m simulator.demo` as `make demo` does (short and fast), and
-check what it prints and how it exits; the rest checks the pieces: the world script, the
-tally that finds gaps and duplicates, the broker runner.
+check what it prints and how it exits; the rest checks the pieces: the world script and how it
+plays on the bridge host, the tally that finds gaps and duplicates, the broker runner.
 """
 
 import io
@@ -12,13 +12,33 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from simulator.bridge import Bridge, BridgeHost
 from simulator.broker import BrokerError, Mosquitto, wait_for_port
-from simulator.demo import DemoError, Tally, _summary, console_line, reading_line, status_line
-from simulator.node import WORLDS, World, check_spec, end_ms
+from simulator.clock import SimClock
+from simulator.demo import (
+    DEFAULT_HEAP,
+    DemoError,
+    Tally,
+    _summary,
+    console_line,
+    reading_line,
+    status_line,
+    world_line,
+)
+from simulator.node import (
+    WORLD_STEP_MS,
+    WORLDS,
+    World,
+    check_spec,
+    end_ms,
+    host_parts,
+    script_world,
+)
 from simulator.prng import Prng
 from tests.support.micropython import REPO_ROOT
 
@@ -65,7 +85,9 @@ def test_demo_shows_every_reading_as_it_arrives_and_exits_0():
     proc = run_demo("--duration", "4", "--speed", "60", "--seed", "3")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "mqtt://127.0.0.1:" in out and "demo-node-1" in out and "heap 224K" in out
+    assert "mqtt://127.0.0.1:" in out and "demo-node-1" in out
+    assert "heap %s for the firmware alone" % DEFAULT_HEAP in out
+    assert re.search(r"parts +simulated here, reached over simulator.bridge on 127.0.0.1:\d+", out)
     rows = [ROW.match(line) for line in out.splitlines()]
     seqs = [int(m.group(1)) for m in rows if m]
     assert seqs == list(range(1, 25)), seqs
@@ -258,13 +280,19 @@ def test_status_lines_say_online_state_heap_and_breaker():
     assert "offline (last will)" in will.plain and str(will.style) == "bold red"
 
 
-def test_console_lines_show_world_events_and_warnings_only():
-    world = '@nbk {"t":70000,"lvl":"I","mod":"world","msg":"sits down","kv":{"people":1}}'
-    assert console_line(world).plain == "  >> 1:10  sits down"
+def test_console_lines_show_warnings_and_app_news_only():
     warn = '@nbk {"t":1,"lvl":"W","mod":"uplink","msg":"send failed","kv":{"err":"111"}}'
     assert "node W uplink: send failed" in console_line(warn).plain
     assert console_line('@nbk {"t":1,"lvl":"I","mod":"env","msg":"x","kv":{}}') is None
     assert console_line("plain print from the node") is None
+    up = '@nbk {"t":9,"lvl":"I","mod":"uplink","msg":"connected","kv":{}}'
+    assert console_line(up).plain == "  node: uplink connected"
+
+
+def test_world_moments_show_at_their_simulated_minute():
+    line = world_line(70000, "sits down")
+    assert line.plain == "  >> 1:10  sits down" and str(line.style) == "bold magenta"
+    assert world_line(3725000, "late").plain == "  >> 62:05  late"
 
 
 def test_world_loops_without_a_jump_and_logs_each_moment_once_per_repeat():
@@ -292,12 +320,59 @@ def test_world_noise_is_small_and_replays_from_its_seed():
 
 
 def test_node_spec_and_end_time():
-    assert check_spec({})["world"] == "busy"
-    for bad, word in (({"speed": 0}, "speed"), ({"world": "x"}, "unknown world"), ({"x": 1}, "x")):
+    good = {"bridge": "127.0.0.1:4000"}
+    spec = check_spec(good)
+    assert (spec["fs"], spec["seed"], spec["speed"], spec["tuning"]) == ("node", 1, 10, {})
+    for bad, word in (
+        ({"speed": 0}, "speed"),
+        ({"duration_s": -1}, "duration_s"),
+        ({"bridge": None}, "bridge"),
+        ({"bridge": "4000"}, "host:port"),
+        ({"world": "busy"}, "unknown key 'world'"),  # the world is the host's, not the node's
+    ):
         with pytest.raises(ValueError, match=word):
-            check_spec(bad)
+            check_spec(dict(good, **bad))
+    with pytest.raises(ValueError, match="unknown world 'x'; choose one of busy, quiet"):
+        World("x")
     assert end_ms(600000, 10000) == 605000  # 60 windows, stop mid-window
     assert end_ms(3000, 10000) == 15000  # at least one window
+
+
+def test_world_plays_on_the_bridge_host_at_its_exact_ticks(tmp_path):
+    """The device's time drives the world: each moment at its tick, the parts in its truth."""
+    world = World("busy")
+    labels = []
+    host = BridgeHost(host_parts(tmp_path, seed=2))
+    script_world(host, world, lambda t, label, people: labels.append((t, label, people)))
+    clock = SimClock()
+    with host:
+        bridge = Bridge(clock, host.address)  # the device end, as the node holds it
+        try:
+            assert labels == [(0, "morning: the office is empty", 0)]
+            assert bridge.next_edge_ms() == WORLD_STEP_MS  # the next step, or a PIR edge
+            clock.advance(69999)
+            bridge.any()
+            assert [x[1] for x in labels[1:]] == ["someone walks in", "walks to the desk"]
+            assert labels[1][0] == 40000 and labels[2][0] == 55000
+            parts = host.board
+            assert parts.pir.motion is True  # walking to the desk
+            clock.advance(1)
+            bridge.any()
+            assert labels[-1] == (70000, "sits down at the desk", 1)
+            assert parts.pir.motion is False  # sitting still
+            t, h, _, ppm = world.air_at(70000)  # no noise: exact
+            assert (parts.env.temperature_c, parts.env.humidity_pct, parts.gas.ppm) == (t, h, ppm)
+        finally:
+            bridge.close()
+    assert not host.errors, host.errors
+
+
+def test_host_parts_simulate_the_boards_gas_circuit(tmp_path):
+    info = {"mq134": {"adc": 33, "divider_ratio": 1.5, "load_ohm": 20000.0, "supply_v": 5.0}}
+    board = host_parts(tmp_path, seed=4, info=info)
+    assert (board.gas.divider_ratio, board.gas.load_ohm) == (1.5, 20000.0)
+    assert board.gas is board.gas_adc and board.info == info
+    assert host_parts(tmp_path).gas.load_ohm == 10000.0  # sim_board's default circuit
 
 
 def test_broker_runs_on_a_private_port_and_stops(tmp_path):
@@ -310,6 +385,34 @@ def test_broker_runs_on_a_private_port_and_stops(tmp_path):
         assert broker.pid != pid
         assert "mosquitto version" in broker.log()
     assert not broker.running
+
+
+def test_broker_on_a_taken_port_fails_with_its_log(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with Mosquitto(tmp_path / "a") as first:
+        second = Mosquitto(tmp_path / "b", port=first.port)
+        with pytest.raises(
+            BrokerError, match=r"exited with status \d+ at start on 127.0.0.1:%d" % first.port
+        ) as info:
+            second.start()
+        assert "Address already in use" in str(info.value)  # its log is in the message
+        assert not second.running and first.running
+
+
+def test_broker_with_tls_and_nodelay_serves_a_verified_handshake(tmp_path):
+    import socket
+    import ssl
+
+    with Mosquitto(tmp_path, tls=True, nodelay=True) as broker:
+        assert broker.url == "mqtts://127.0.0.1:%d" % broker.port
+        conf = Path(broker.conf_path).read_text()
+        assert "set_tcp_nodelay true" in conf and "certfile %s" % broker.ca.cert_pem in conf
+        ctx = ssl.create_default_context(cafile=broker.ca.ca_pem)
+        raw = socket.create_connection(("127.0.0.1", broker.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version().startswith("TLS")
+    assert Path(broker.ca.ca_der).read_bytes()[:1] == b"\x30"  # DER: a SEQUENCE
 
 
 def test_missing_mosquitto_says_how_to_install_it():

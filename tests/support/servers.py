@@ -1,7 +1,8 @@
 """Real servers on loopback for tests: Mosquitto and an HTTP receiver speaking the contract.
 
 Each fixture starts its server on a free 127.0.0.1 port and stops it at teardown. Both can be
-stopped and started again on the same port, so a test can stage an outage.
+stopped and started again on the same port, so a test can stage an outage. The broker is
+simulator.broker's runner (the demo's), with `subscriber()` added for tests.
 
     def test_publish(mosquitto):
         with mosquitto.subscriber("neurobuild/sensors/#") as sub:
@@ -10,9 +11,6 @@ stopped and started again on the same port, so a test can stage an outage.
 """
 
 import json
-import os
-import socket
-import subprocess
 import threading
 import time
 from datetime import datetime, timezone
@@ -20,153 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-HOST = "127.0.0.1"
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, timeout_s=5.0, host=HOST):
-    """Block until something accepts TCP connections on `port`; TimeoutError names the port."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    "nothing accepted connections on %s:%d within %.1f s" % (host, port, timeout_s)
-                ) from None
-            time.sleep(0.02)
-
+from simulator import broker as _broker
+from simulator.broker import HOST, free_port
+from simulator.broker import LocalCA as TestCA  # the name tests import
 
 # --------------------------------------------------------------------------------------------
 # Mosquitto
 
-_MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-log_type information
-"""
 
-
-class Mosquitto:
-    """The system's Mosquitto 2.x on a private port with a temporary config.
-
-    Runs as a child process; `stop()`/`start()` keep the port, so clients see a broker outage.
-    With `persistent=True` the broker saves sessions and queued QoS 1 messages on stop and
-    restores them on start, so a subscriber with clean_session=False misses nothing across a
-    restart. Everything it logs is appended to `log_path` (read it with `log()` on failure).
-    """
-
-    def __init__(
-        self, tmp_dir, port=None, binary="mosquitto", persistent=False, nodelay=False, tls=False
-    ):
-        self.host = HOST
-        self.port = port or free_port()
-        self.binary = binary
-        self.conf_path = os.path.join(str(tmp_dir), "mosquitto-%d.conf" % self.port)
-        self.log_path = os.path.join(str(tmp_dir), "mosquitto-%d.log" % self.port)
-        conf = _MOSQUITTO_CONF.format(port=self.port)
-        self.ca = None
-        if tls:
-            # TLS only on this listener; clients verify against `ca` (a TestCA)
-            self.ca = TestCA(tmp_dir)
-            conf += "cafile %s\ncertfile %s\nkeyfile %s\n" % (
-                self.ca.ca_pem,
-                self.ca.cert_pem,
-                self.ca.key_pem,
-            )
-        if persistent or tls:
-            # "user root" keeps root so the broker can use the test's root-owned temporary
-            # directory (database, key file); it would drop to user "mosquitto" otherwise.
-            conf += "user root\n"
-        if persistent:
-            conf += "persistence true\npersistence_location %s/\n" % str(tmp_dir)
-        else:
-            conf += "persistence false\n"
-        if nodelay:
-            # Mosquitto's default leaves Nagle on: with several QoS 1 messages in flight its
-            # PUBACKs then wait for the client's delayed ACK (measured: 1.6k vs 11k msg/s).
-            conf += "set_tcp_nodelay true\n"
-        with open(self.conf_path, "w") as f:
-            f.write(conf)
-        # Mosquitto drops privileges to user "mosquitto" when started as root: it must be able
-        # to read the config after that (toolchain.md §7).
-        os.chmod(self.conf_path, 0o644)
-        self._proc = None
-        self._log_file = None
-
-    @property
-    def running(self):
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, timeout_s=5.0):
-        if self.running:
-            return self
-        self._log_file = open(self.log_path, "ab")
-        mark = self._log_file.tell()  # only this run's lines count below
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", self.conf_path],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()
-                raise RuntimeError(
-                    "mosquitto exited with %d on port %d:\n%s" % (code, self.port, self.log())
-                )
-            # "... running" is logged once every listener is bound: a port taken by someone
-            # else makes it exit instead, where a plain connect test would be fooled.
-            with open(self.log_path, "rb") as f:
-                f.seek(mark)
-                if b" running" in f.read():
-                    wait_for_port(self.port)
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(
-                    "mosquitto did not start on port %d:\n%s" % (self.port, self.log())
-                )
-            time.sleep(0.02)
-
-    def stop(self, timeout_s=5.0):
-        """Terminate the broker (all clients see the connection drop) and wait for it."""
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(timeout_s)
-            self._proc = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+class Mosquitto(_broker.Mosquitto):
+    """simulator.broker.Mosquitto (persistent, tls, nodelay, restart on the same port, log())
+    plus `subscriber()`; `tmp_dir` holds its config, log, database and certificates."""
 
     def subscriber(self, topic, qos=1, client_id=None):
         """A paho client subscribed to `topic`; use as a context manager.
@@ -177,61 +39,6 @@ class Mosquitto:
         return Subscriber(
             self.host, self.port, topic, qos, client_id, self.ca.ca_pem if self.ca else None
         )
-
-
-class TestCA:
-    """A throw-away CA and a server certificate for localhost / 127.0.0.1 (openssl CLI).
-
-    `ca_der` is what MicroPython's SSLContext.load_verify_locations(cadata=...) takes.
-    """
-
-    def __init__(self, tmp_dir, days=2):
-        d = str(tmp_dir)
-        self.ca_pem = os.path.join(d, "ca.pem")
-        self.ca_der = os.path.join(d, "ca.der")
-        self.key_pem = os.path.join(d, "server.key")
-        self.cert_pem = os.path.join(d, "server.pem")
-        ca_key = os.path.join(d, "ca.key")
-        csr = os.path.join(d, "server.csr")
-        ext = os.path.join(d, "server.ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        for args in (
-            [
-                "req",
-                "-x509",
-                *ec,
-                "-keyout",
-                ca_key,
-                "-out",
-                self.ca_pem,
-                "-days",
-                str(days),
-                "-subj",
-                "/CN=nbk test CA",
-            ],
-            ["req", *ec, "-keyout", self.key_pem, "-out", csr, "-subj", "/CN=localhost"],
-            [
-                "x509",
-                "-req",
-                "-in",
-                csr,
-                "-CA",
-                self.ca_pem,
-                "-CAkey",
-                ca_key,
-                "-CAcreateserial",
-                "-out",
-                self.cert_pem,
-                "-days",
-                str(days),
-                "-extfile",
-                ext,
-            ],
-            ["x509", "-in", self.ca_pem, "-outform", "DER", "-out", self.ca_der],
-        ):
-            subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
 class Message:
