@@ -26,12 +26,13 @@ import argparse
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from simulator import unixport  # noqa: E402
 
 # Dependency order: each module's own imports come earlier, so its line is its own cost.
 RUNTIME_MODULES = (
@@ -63,35 +64,34 @@ RUNTIME_MODULES = (
 # Not imported by the reference node (other environment parts); measured for completeness.
 OTHER_MODULES = ("drivers.sht3x", "drivers.aht20")
 
-MOUNT = """
-import os, sys, gc, vfs, uctypes, micropython
-addr, size = os.getenv("NBK_ROMFS").split(":")
-vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
-sys.path.insert(0, "/rom")
-"""
+# Both programs go into the ROMFS image beside the code (simulator.unixport runs them from there,
+# so their own bytecode stays out of the heap too); parameters come as JSON in the file named by
+# sys.argv[1]: an argument of 256 bytes or more kills the Unix port (unixport.MAX_ARG_BYTES).
+IMPORTS = """
+import gc, json, micropython, sys
 
-IMPORTS = (
-    MOUNT
-    + """
+
 def used():
     gc.collect()
     return gc.mem_alloc()
 
 
-for name in %(modules)r:
+with open(sys.argv[1]) as f:
+    MODULES = json.load(f)["modules"]
+for name in MODULES:
     before = used()
     __import__(name)
     after = used()
-    print("@mod %%s %%d" %% (name, after - before))
+    print("@mod %s %d" % (name, after - before))
     micropython.qstr_info()
 """
-)
 
 # The node as test_e2e runs it, with a transport that accepts everything instead of a network.
-RUN = (
-    MOUNT
-    + """
-import json, asyncio
+RUN = """
+import asyncio, gc, json, os, sys
+
+with open(sys.argv[1]) as f:
+    PARAMS = json.load(f)
 
 
 def used():
@@ -131,7 +131,7 @@ class Sink:
 
     async def send(self, items):
         now = clock.ticks_ms()
-        if %(outage)r[0] <= now < %(outage)r[1]:
+        if PARAMS["outage"][0] <= now < PARAMS["outage"][1]:
             raise OSError(111, "simulated outage")
         self.n += len(items)
         self.largest = max(self.largest, len(items))
@@ -141,7 +141,7 @@ class Sink:
 sink = Sink()
 app, reason = prepare(board, Log(clock, write=lambda line: None, fs=board.fs))
 if app is None:
-    raise SystemExit("safe mode: %%s" %% reason)
+    raise SystemExit("safe mode: %s" % reason)
 marks["after boot (prepare)"] = used()
 app.transport = sink
 app.setup_sensors()
@@ -159,7 +159,7 @@ async def watch():
 async def main():
     asyncio.create_task(clock.run())
     asyncio.create_task(watch())
-    await app.run(%(duration)d)
+    await app.run(PARAMS["duration"])
     drained = await app.uplink.drain(app.buffer, 300000)
     print("RESULT " + json.dumps({"marks": marks, "live": live, "sent": sink.n,
                                   "readings": app.readings, "drained": drained,
@@ -168,48 +168,23 @@ async def main():
 
 asyncio.run(main())
 """
-)
 
 
 def build_romfs(src_root, workdir):
-    """drivers/, firmware/ and simulator/ of `src_root` as a ROMFS image of .mpy files."""
-    mpremote = shutil.which("mpremote") or os.path.join(REPO, ".venv", "bin", "mpremote")
-    src = os.path.join(workdir, "romsrc")
-    for package in ("drivers", "firmware", "simulator"):
-        shutil.copytree(
-            os.path.join(src_root, package),
-            os.path.join(src, package),
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    image = os.path.join(workdir, "app.romfs")
-    subprocess.run(
-        [mpremote, "romfs", "-o", image, "build", src], check=True, capture_output=True, timeout=120
-    )
-    return image
+    """The node's drivers/, firmware/ and simulator/ of `src_root` plus the two programs above."""
+    extra = {"bench_imports.py": IMPORTS, "bench_run.py": RUN}
+    return str(unixport.build_image(workdir, extra=extra, source_root=src_root))
 
 
-# Runs micropython_run inside CPython with the image in a ctypes buffer (outside the heap).
-LAUNCHER = """
-import ctypes, os, sys
-import micropython_run
-image = open(sys.argv[1], "rb").read()
-rom = ctypes.create_string_buffer(image, len(image))
-os.environ["NBK_ROMFS"] = "%d:%d" % (ctypes.addressof(rom), len(image))
-sys.exit(micropython_run.run_main(["micropython"] + sys.argv[2:]))
-"""
+def run_script(image, entry, params, heap, workdir, timeout=120):
+    """Run program `entry` on MicroPython with the image at /rom; (returncode, stdout, stderr).
 
-
-def run_script(image, code, heap, workdir, timeout=120):
-    """Run `code` on MicroPython with the image at /rom; (returncode, stdout, stderr)."""
-    d = tempfile.mkdtemp(dir=workdir)
-    script = os.path.join(d, "script.py")
-    with open(script, "w") as f:
-        f.write(code)
-    python = os.path.join(REPO, ".venv", "bin", "python")
-    if not os.path.exists(python):
-        python = sys.executable
-    command = [python, "-c", LAUNCHER, image, "-X", "heapsize=" + heap, script]
-    proc = subprocess.run(command, cwd=d, capture_output=True, text=True, timeout=timeout)
+    `params` go as JSON in params.json of the run's fresh working directory.
+    """
+    cwd = tempfile.mkdtemp(dir=workdir)
+    with open(os.path.join(cwd, "params.json"), "w") as f:
+        json.dump(params, f)
+    proc = unixport.run(image, entry, ["params.json"], heap=heap, cwd=cwd, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -218,7 +193,7 @@ _QSTR = re.compile(r"n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 
 def module_costs(image, modules, workdir):
     """[(module, heap bytes added, qstrs added, qstr pool bytes added)] in import order."""
-    rc, out, err = run_script(image, IMPORTS % {"modules": tuple(modules)}, "1024K", workdir)
+    rc, out, err = run_script(image, "bench_imports", {"modules": list(modules)}, "1024K", workdir)
     if rc != 0:
         raise SystemExit("importing the modules failed:\n" + (out + err)[-3000:])
     rows = []
@@ -248,9 +223,8 @@ OUTAGE_MS = 180000
 def run_app(image, heap, workdir, duration_ms):
     """The RESULT of one run of the node, or None when it did not complete (out of memory)."""
     outage = (OUTAGE_START_MS, OUTAGE_START_MS + OUTAGE_MS)
-    rc, out, err = run_script(
-        image, RUN % {"duration": duration_ms, "outage": outage}, heap, workdir
-    )
+    params = {"duration": duration_ms, "outage": list(outage)}
+    rc, out, err = run_script(image, "bench_run", params, heap, workdir)
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     if rc != 0 or not lines:
         return None, (out + err)[-3000:]

@@ -13,6 +13,7 @@ frozen modules on the ESP32, so `-X heapsize` bounds only what the program alloc
 
 `entry` is a module in the image ("node_main": imported, so its top level runs) or
 "module:function" (imported, then `function(argv)` is called with the arguments after it).
+Each argument is at most MAX_ARG_BYTES (255) bytes, a limit of the port; pass more in a file.
 Host tools (the demo, the broker runner, this module) stay out of the image. An uncaught
 exception exits with status 1 and its traceback on stdout (micropython_run prints it there).
 """
@@ -39,6 +40,7 @@ CONTENTS = {
 _SKIP = ("__pycache__", "*.pyc", "_cpython.py")  # CPython stand-ins never reach a device
 MOUNT_POINT = "/rom"
 _ROMFS_ENV = "NBK_ROMFS"  # "address:size" of the image, from the launcher to MicroPython
+MAX_ARG_BYTES = 255  # per program argument: the longest qstr (MICROPY_QSTR_BYTES_IN_LEN = 1)
 
 # Runs in CPython: keeps the image in a ctypes buffer (not MicroPython's heap) for the whole
 # run, tells MicroPython where it is, and runs the Unix port in-process (micropython_run is
@@ -127,12 +129,26 @@ def _copy_package(origin, dest, modules):
 
 
 def command(image, entry, args=(), heap="144K"):
-    """The command line that runs `entry` on MicroPython with `image` mounted at /rom."""
+    """The command line that runs `entry` on MicroPython with `image` mounted at /rom.
+
+    ValueError naming the bad entry, heap or argument (an argument longer than MAX_ARG_BYTES).
+    """
     m = _ENTRY.match(entry)
     if m is None:
         raise ValueError("entry %r: expected 'module' or 'module:function'" % (entry,))
     if not isinstance(heap, str) or _HEAP.match(heap) is None:
         raise ValueError("heap %r: expected a size such as 144K or 1M" % (heap,))
+    args = [str(a) for a in args]
+    for i, arg in enumerate(args):
+        # The Unix port interns each argument as a qstr (ports/unix/main.c set_sys_argv) before
+        # any exception handler exists: 256 bytes or more ("name too long") kills it with
+        # "FATAL: uncaught NLR" and no traceback. Long data goes in a file in `cwd`.
+        size = len(arg.encode("utf-8"))
+        if size > MAX_ARG_BYTES:
+            raise ValueError(
+                "argument %d is %d bytes: MicroPython's Unix port takes at most %d per argument "
+                "(pass long data in a file)" % (i, size, MAX_ARG_BYTES)
+            )
     if importlib.util.find_spec("micropython_run") is None:
         raise UnixPortError(
             "the MicroPython Unix port is not installed in %s: run `make setup` "
@@ -144,9 +160,8 @@ def command(image, entry, args=(), heap="144K"):
     else:
         start = "from %s import %s as _entry\n_entry(sys.argv[1:])" % (module, function)
     boot = _BOOT % (_ROMFS_ENV, MOUNT_POINT, MOUNT_POINT, entry, start)
-    return [sys.executable, "-c", _LAUNCHER, str(image), "-X", "heapsize=" + heap, "-c", boot] + [
-        str(a) for a in args
-    ]
+    launcher = [sys.executable, "-c", _LAUNCHER, str(image)]
+    return launcher + ["-X", "heapsize=" + heap, "-c", boot] + args
 
 
 def launch(image, entry, args=(), heap="144K", cwd=None, env=None, **popen_kw):

@@ -433,6 +433,11 @@ def test_unixport_refuses_a_bad_entry_or_heap_by_name(tmp_path):
     for heap in ("", "0K", "lots", 64):
         err = raises_value_error(command, image, "mod", heap=heap)
         assert repr(heap) in err and "144K" in err
+    # The Unix port interns argv as qstrs (at most 255 bytes) before any handler exists: a longer
+    # argument kills it with "FATAL: uncaught NLR", so the launcher refuses it by name.
+    assert command(image, "mod", ["é" * 127 + "x"])  # 255 bytes of UTF-8: accepted
+    err = raises_value_error(command, image, "mod", ["ok", "é" * 128])
+    assert "256 bytes" in err
 
 
 def raises_value_error(fn, *args, **kw):
