@@ -162,7 +162,10 @@ def _check_leaf(key, spec, value):
             want = "an int" if kind == "int" else "a number"
             raise ConfigError(key, value, "%r (%s) is not %s" % (value, _kind(value), want))
         if kind != "int":
-            value = float(value)  # pyright: ignore[reportArgumentType]  (None returned above)
+            try:
+                value = float(value)  # pyright: ignore[reportArgumentType]  (None returned above)
+            except OverflowError:  # CPython, an int past 1.8e308: MicroPython gives inf
+                value = float("inf") if value > 0 else float("-inf")  # pyright: ignore
             if value != value:
                 raise ConfigError(key, value, "NaN is not a number")
         if not spec[2] <= value <= spec[3]:
@@ -323,12 +326,13 @@ def _read(fs, name):
         return None, "%s: %d bytes, larger than %d: corrupt" % (name, size, _MAX_BYTES)
     try:
         with fs.open(name, "rb") as f:
-            data = f.read()
-        return json.loads(data), None
+            return json.load(f), None  # MicroPython parses the stream: no copy of the file
     except OSError as exc:
         return None, "%s: unreadable (%s)" % (name, exc)
     except (ValueError, UnicodeError) as exc:  # json.JSONDecodeError is a ValueError
         return None, "%s: not valid JSON (%s)" % (name, exc)
+    except MemoryError:  # a 96K heap parses well under _MAX_BYTES in one string or object
+        return None, "%s: %d bytes do not fit in the free RAM" % (name, size)
 
 
 def load_config(fs, keep_last_good=True):
@@ -347,11 +351,9 @@ def load_config(fs, keep_last_good=True):
             problems.append(problem)
             continue
         config, errors, warnings = check(given)
-        for w in warnings:
-            problems.append("%s: %s" % (name, w))
+        for e in errors + warnings:  # errors first: problems[0] becomes safe_mode's reason
+            problems.append("%s: %s" % (name, e))
         if errors:
-            for e in errors:
-                problems.append("%s: %s" % (name, e))
             if not salvage_id and isinstance(given, dict):
                 device_id = given.get("device_id")
                 if isinstance(device_id, str) and _is_id(device_id):
@@ -362,7 +364,7 @@ def load_config(fs, keep_last_good=True):
         if name == CONFIG and keep_last_good and not fs.exists(LAST_GOOD):
             try:
                 _write_atomic(fs, LAST_GOOD, config)
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 problems.append("%s: not written (%s)" % (LAST_GOOD, exc))
         return config, problems
     config = defaults()
@@ -372,29 +374,37 @@ def load_config(fs, keep_last_good=True):
     return config, problems
 
 
-def _saved_form(config):
+def _write_tmp(fs, config):
+    """Write `config` to config.json.tmp, streamed (no second copy of it in RAM); ConfigError,
+    and no tmp file left, if load_config would refuse it as too big (measured as written:
+    CPython writes non-ASCII as 6-byte \\uXXXX escapes, MicroPython as UTF-8)."""
     out = {}
     for key in config:
         if key not in RUNTIME_KEYS:
             out[key] = config[key]
-    return json.dumps(out).encode()
+    with fs.open(_TMP, "w") as f:
+        json.dump(out, f)
+    size = fs.size(_TMP)
+    if size > _MAX_BYTES:
+        fs.remove(_TMP)
+        raise ConfigError(
+            "config", size, "%d bytes when saved, larger than %d" % (size, _MAX_BYTES)
+        )
 
 
 def _write_atomic(fs, name, config):
-    with fs.open(_TMP, "wb") as f:
-        f.write(_saved_form(config))
+    _write_tmp(fs, config)
     fs.rename(_TMP, name)
 
 
 def save_config(fs, config):
     """Validate and write config.json atomically, the previous valid one becoming config.bak.
 
-    Raises ConfigError for an invalid config (nothing is written) and OSError when the flash
-    fails (config.json is then either the old or the new file: rename is atomic).
+    Raises ConfigError for an invalid or oversized config (nothing is written) and OSError when
+    the flash fails (config.json is then either the old or the new file: rename is atomic).
     """
     config = validate(config)
-    with fs.open(_TMP, "wb") as f:
-        f.write(_saved_form(config))
+    _write_tmp(fs, config)
     current, problem = _read(fs, CONFIG)
     if problem is None and not check(current)[1]:
         fs.rename(CONFIG, LAST_GOOD)  # a cut here leaves config.bak, which load_config uses
@@ -458,11 +468,13 @@ def apply_remote(config, remote):
             changed.append(".".join(section_path) + "." + key)
     version = remote_version(remote)
     for key in ("config_version", "configVersion", "version"):
-        if key in remote and remote[key] is not None and version is None:
-            raise ConfigError(key, remote[key], "%r is not an int" % (remote[key],))
+        value = remote.get(key)
+        if value is not None and version is None:
+            raise ConfigError(key, value, "%r is not an int" % (value,))
+        if value is version and value is not None:  # the field remote_version took
+            _check_leaf(key, _SCHEMA["version"], value)  # the range validate() holds it to
+            break
     if version is not None:
-        if version < 0:
-            raise ConfigError("config_version", version, "%d is negative" % version)
         if version != new["version"]:
             new["version"] = version
             changed.append("version")

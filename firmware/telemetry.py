@@ -55,6 +55,11 @@ _STATUS_KEYS = (
 )
 
 
+# Joi's number() refuses a value past Number.MAX_SAFE_INTEGER ("number.unsafe",
+# hapi/joi lib/types/number.js) unless the schema says .unsafe(): the whole reading would get 400.
+_JS_SAFE = 9007199254740991
+
+
 class TelemetryError(ValueError):
     """A reading or device description the chosen profile cannot carry; the message says what."""
 
@@ -129,13 +134,27 @@ def iso_utc_ms(ts_ms):
 
 
 def _number(value, places, name):
-    """An int as is; a float with `places` decimals by integer arithmetic (no float repr)."""
+    """An int as is; a float with `places` decimals by integer arithmetic (no float repr).
+
+    Any finite float encodes: from 2**53 up a double is a whole number and value * 10**places
+    may overflow, so it is written as its exact integer cut to 17 significant digits with an
+    exponent (e.g. 1e306 -> 10000000000000000e290), still one JSON number on every runtime.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TelemetryError("%s must be a number, got %r" % (name, value))
     if isinstance(value, int):
         return str(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise TelemetryError("%s is not finite: %r" % (name, value))
+    if value >= 9007199254740992.0 or value <= -9007199254740992.0:  # |value| >= 2**53
+        digits = str(int(value))
+        sign = ""
+        if digits[0] == "-":
+            sign = "-"
+            digits = digits[1:]
+        if len(digits) <= 17:
+            return sign + digits
+        return sign + digits[:17] + "e" + str(len(digits) - 17)
     scale = 10**places
     n = round(value * scale)  # an int on both runtimes
     sign = "-" if n < 0 else ""
@@ -216,8 +235,7 @@ def encode(reading, profile, device):
     raise TelemetryError("unknown profile %r; use 'neurobuild' or 'platform'" % (profile,))
 
 
-def _in_range(pair, lo, hi):
-    v = pair[0]
+def _in_range(v, lo, hi):
     return not isinstance(v, bool) and isinstance(v, (int, float)) and lo <= v <= hi
 
 
@@ -225,7 +243,11 @@ def _neurobuild(reading, device, head):
     """contracts §1: sensors.{ld2410,pir,mq134} exactly as the schema wants; the rest as extras.
 
     A value outside the schema's range would get the whole reading rejected (400), so its
-    sensor object is left out and the value rides in "out_of_range" with its quality.
+    sensor object is left out and the value rides in "out_of_range" with its quality: a radar
+    distance outside 0..600 or energy outside 0..100, a gas value that is negative, missing
+    (None) or, in the unit sent, past Joi's safe integers. Every finite number encodes (see
+    _number), so an absurd value is reported, never dropped; only NaN and infinities, which
+    JSON cannot write, raise TelemetryError naming the value.
     """
     seq = reading["seq"]
     sensors = []
@@ -238,7 +260,7 @@ def _neurobuild(reading, device, head):
             raise TelemetryError("reading %d: presence must be a bool, got %r" % (seq, presence[0]))
         ok = True
         for name, pair, hi in (("distance_cm", distance, 600), ("energy", energy, 100)):
-            if not _in_range(pair, 0, hi):
+            if not _in_range(pair[0], 0, hi):
                 out.append('"%s":%s' % (name, _scalar(pair[0], name)))
                 ok = False
         if ok:
@@ -260,8 +282,10 @@ def _neurobuild(reading, device, head):
         unit = device.get("gas_unit", "ppm")
         if unit not in ("ppm", "ppb"):
             raise TelemetryError("gas_unit must be 'ppm' or 'ppb', got %r" % (unit,))
-        if _in_range(gas, 0, float("inf")):
-            value = gas[0] * 1000 if unit == "ppb" else gas[0]
+        value = gas[0]
+        if unit == "ppb" and _in_range(value, 0, _JS_SAFE):
+            value = value * 1000
+        if _in_range(value, 0, _JS_SAFE):
             sensors.append(
                 '"mq134":{"gas_concentration":%s,"unit":"%s"}'
                 % (_number(value, 3, "gas_ppm"), unit)
@@ -270,7 +294,8 @@ def _neurobuild(reading, device, head):
             out.append('"gas_ppm":%s' % _scalar(gas[0], "gas_ppm"))
     if not sensors:
         raise TelemetryError(
-            "reading %d has no ld2410, pir or mq134 value the neurobuild profile can carry" % seq
+            "reading %d has no ld2410, pir or mq134 value the neurobuild profile can carry%s"
+            % (seq, "; out of range: " + ",".join(out) if out else "")
         )
     parts = [head, ',"seq":%d,"sensors":{' % seq, ",".join(sensors), "}"]
     for name in ("occupancy", "motion_events", "gas_rs_ohm"):
@@ -307,23 +332,25 @@ def _platform(reading, device, head):
     """contracts §2: environment values with unit and quality; device_status; location.
 
     The database rejects temperatures outside -50..100 °C, so such a value is left out (its
-    quality is already bad); a reading left with nothing to send raises.
+    quality is already bad); a reading left with nothing to send raises. device_status has no
+    quality to flag a value with (contracts §2, last paragraph), so a battery_pct or rssi_dbm
+    of quality "bad", and a battery level outside 0..100, are left out. A location off the
+    globe is the device's description, not a reading: it raises TelemetryError naming it.
     """
     loc = device.get("location")
     if not isinstance(loc, dict):
         raise TelemetryError("the platform profile needs device location {latitude, longitude}")
-    parts = [
-        head,
-        ',"location":{"latitude":%s,"longitude":%s}'
-        % (
-            _number(loc.get("latitude"), 6, "latitude"),
-            _number(loc.get("longitude"), 6, "longitude"),
-        ),
-    ]
+    pos = []
+    for key, lim in (("latitude", 90), ("longitude", 180)):
+        v = loc.get(key)
+        if not _in_range(v, -lim, lim):
+            raise TelemetryError("location %s must be in -%d..%d, got %r" % (key, lim, lim, v))
+        pos.append(_number(v, 6, key))
+    parts = [head, ',"location":{"latitude":%s,"longitude":%s}' % (pos[0], pos[1])]
     data = []
     for name, key, unit, lo, hi in _PLATFORM_SENSORS:
         pair = _value(reading, name)
-        if pair is not None and _in_range(pair, lo, hi):
+        if pair is not None and _in_range(pair[0], lo, hi):
             data.append(
                 '"%s":{"value":%s,"unit":"%s","quality":"%s"}'
                 % (key, _number(pair[0], _PLACES[name], name), unit, pair[1])
@@ -337,9 +364,13 @@ def _platform(reading, device, head):
     status = []
     for name, key in (("battery_pct", "battery_level"), ("rssi_dbm", "signal_strength")):
         pair = _value(reading, name)
-        value = pair[0] if pair is not None else device.get(name)
-        if value is not None:
-            status.append('"%s":%s' % (key, _number(value, 0, name)))
+        if pair is None:
+            value = device.get(name)
+        else:
+            value = None if pair[1] == BAD else pair[0]  # known wrong, and no quality to say so
+        if value is None or (key == "battery_level" and not _in_range(value, 0, 100)):
+            continue
+        status.append('"%s":%s' % (key, _number(value, 0, name)))
     version = device.get("firmware_version")
     if version is not None:
         status.append('"firmware_version":' + _string(version, "firmware_version"))

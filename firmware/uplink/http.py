@@ -272,11 +272,12 @@ class HttpClient:
         total = 0
         while True:
             line = await lines.readline(64, "a chunk size")
-            size_text = line.split(b";")[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
+            # RFC 9112 §7.1: chunk-size = 1*HEXDIG, then BWS ";" ext. int(x, 16) alone would
+            # also take "0x3", "1_0", "+3" and "-2" (a negative read).
+            size_text = line.split(b";")[0].rstrip(b" \t")
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                 raise HttpError("garbage chunk size %r" % line[:20])
+            size = int(size_text, 16)
             if size == 0:
                 while await lines.readline(self.max_header, "the trailer"):
                     pass

@@ -59,10 +59,17 @@ def encode_length(buf, pos, n):
             return pos + 1
 
 
-def _utf8(text, what):
-    data = text.encode() if isinstance(text, str) else bytes(text)
+def _utf8(text, what, binary=False):
+    """A length-limited field (§1.5.3); unless `binary` (password, §3.1.3.5), one without U+0000,
+    which a UTF-8 string must not hold (the server closes the connection)."""
+    try:
+        data = text.encode() if isinstance(text, str) else bytes(text)
+    except UnicodeError:  # CPython: a lone surrogate has no UTF-8 form
+        raise MqttError("%s is not encodable as UTF-8" % what)
     if len(data) > 65535:
         raise MqttError("%s is %d bytes; MQTT strings hold at most 65535" % (what, len(data)))
+    if not binary and b"\x00" in data:
+        raise MqttError("%s contains U+0000, which MQTT strings must not (§1.5.3)" % what)
     return data
 
 
@@ -97,7 +104,7 @@ def connect_packet(client_id, keepalive_s, user=None, password=None, will=None, 
         fields.append(_utf8(user, "user name"))
         if password is not None:
             flags |= 0x40
-            fields.append(_utf8(password, "password"))
+            fields.append(_utf8(password, "password", True))
     elif password is not None:
         raise MqttError("a password needs a user name (§3.1.2.9)")
     for field in fields:

@@ -14,7 +14,7 @@ from firmware.config import (
     validate,
 )
 from firmware.fs import OsFs
-from tests.support.mptest import close_to, raises
+from tests.support.mptest import IS_MICROPYTHON, close_to, raises
 
 RUN_ON_MICROPYTHON = True
 
@@ -279,3 +279,81 @@ def test_bad_remote_config_names_the_field_and_changes_nothing():
     for remote, message in cases:
         assert str(raises(ConfigError, apply_remote, config, remote)) == message
     assert config == validate(_minimal())
+
+
+def test_an_int_too_big_for_a_float_is_a_config_error_naming_the_key():
+    # CPython's float(10**400) raises OverflowError; MicroPython gives inf: both refuse it alike
+    huge = 10**400
+    assert _errors({"calibration": {"env": {"temperature_offset": huge}}})[0] == (
+        "calibration.env.temperature_offset: inf is out of range -10.0..10.0"
+    )
+    assert _errors({"location": {"latitude": -huge}})[0] == (
+        "location.latitude: -inf is out of range -90.0..90.0"
+    )
+    config = validate(_minimal())
+    err = raises(
+        ConfigError, apply_remote, config, {"sensor_calibration": {"humidity_offset": huge}}
+    )
+    assert err.key == "sensor_calibration.humidity_offset" and "out of range" in str(err)
+    _write(
+        CONFIG,
+        '{"device_id": "a", "uplink": {"url": "mqtt://h"}, "thresholds": '
+        '{"gas_alarm_ppm": 1%s}}' % ("0" * 400),
+    )
+    config, problems = load_config(OsFs(""))
+    assert (
+        config["safe_mode"] == "config.json: thresholds.gas_alarm_ppm: inf is out of range "
+        "0.0..100000.0"
+    ), problems
+
+
+def test_safe_mode_names_the_first_error_not_a_warning():
+    given = _minimal()
+    given["zzz"] = 1  # a warning, listed after the errors
+    given["intervals"] = {"sampling_s": "x"}
+    _write(CONFIG, json.dumps(given))
+    config, problems = load_config(OsFs(""))
+    assert config["safe_mode"] == "config.json: intervals.sampling_s: 'x' (str) is not an int"
+    assert problems == [
+        "config.json: intervals.sampling_s: 'x' (str) is not an int",
+        "config.json: zzz: unknown key, ignored",
+        "config.bak: missing",
+    ]
+
+
+def test_save_refuses_a_config_load_would_refuse_as_too_big_and_keeps_the_old_one():
+    fs = OsFs("")
+    save_config(fs, _minimal())
+    big = _minimal()
+    big["registration"] = {"blob": "x" * 16000}
+    err = raises(ConfigError, save_config, fs, big)
+    assert err.key == "config" and "larger than 16384" in str(err), err
+    size = err.value
+    assert 16384 < size < 17500 and str(err).startswith("config: %d bytes" % size), err
+    assert not fs.exists("config.json.tmp")
+    config, problems = load_config(fs)
+    assert problems == [] and config["registration"] == {}  # the old file, untouched
+    n = 16000 - (size - 16384)
+    big["registration"] = None  # one 16 KB string at a time: the heap is 96K on MicroPython
+    big["registration"] = {"blob": "x" * n}  # exactly at the limit
+    save_config(fs, big)
+    assert fs.size(CONFIG) == 16384
+    assert _read_json(LAST_GOOD)["registration"] == {}  # the previous one, kept as last good
+    big = None
+    config, problems = load_config(fs)
+    if IS_MICROPYTHON:  # a 16 KB string does not fit beside the test in 96K: never a crash
+        assert problems == ["config.json: 16384 bytes do not fit in the free RAM"], problems
+        assert config["source"] == LAST_GOOD and config["safe_mode"] is None
+    else:
+        assert problems == [] and config["registration"]["blob"] == "x" * n
+
+
+def test_remote_version_past_the_schema_is_refused_by_name_and_range():
+    config = validate(_minimal())
+    for version in (2**31, -1):
+        err = raises(ConfigError, apply_remote, config, {"config_version": version})
+        assert str(err) == "config_version: %d is out of range 0..2147483647" % version
+    err = raises(ConfigError, apply_remote, config, {"version": 2**31, "configVersion": "x"})
+    assert str(err) == "version: 2147483648 is out of range 0..2147483647"  # the field it read
+    new = apply_remote(config, {"config_version": 2**31 - 1})[0]
+    assert new["version"] == 2**31 - 1 and validate(new) == new

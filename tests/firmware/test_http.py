@@ -321,3 +321,19 @@ def test_batch_is_cut_to_max_batch_bytes_and_the_rest_waits():
     out = run(t.send([(1, b"x" * 10), (2, b"y" * 10), (3, b"z" * 10)]))
     assert out == [("acked", None), ("acked", None), ("unsent", "next batch")]
     assert net.used[0].sent.endswith(b"\r\n\r\n[" + b"x" * 10 + b"," + b"y" * 10 + b"]")
+
+
+def test_chunk_size_is_hex_digits_only():
+    # RFC 9112 §7.1: chunk-size = 1*HEXDIG; int(x, 16) alone would take 0x3, 1_0, +3 and -2
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for size in (b"0x3", b"1_0", b"+3", b"-2", b" 3", b"", b";x=1", b"3\x0b"):
+        stream = Stream(head + size + b"\r\nabc\r\n0\r\n\r\n")
+        client, _ = client_for(stream)
+        err = failure(client.post_json("/a", b"{}"))
+        assert isinstance(err, HttpError) and "garbage chunk size" in str(err), (size, err)
+        assert stream.closed
+    # upper and lower case, leading zeros, whitespace before an extension (BWS, §7.1.1)
+    raw = head + b"0A ;x=1\r\n0123456789\r\n00b\t;y\r\nabcdefghijk\r\n0\r\n\r\n"
+    client, _ = client_for(Stream(raw + ok(b"next")))
+    assert run(client.post_json("/a", b"{}"))[2] == b"0123456789abcdefghijk"
+    assert run(client.post_json("/a", b"{}"))[2] == b"next"  # framing ended at the last CRLF

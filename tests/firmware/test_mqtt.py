@@ -201,6 +201,33 @@ def test_connect_rejects_what_the_spec_forbids():
     assert "65535" in str(raises(MqttError, connect_packet, "c", 70000))
 
 
+def test_connect_refuses_u0000_in_strings_but_not_in_the_binary_password():
+    # §1.5.3: a UTF-8 string must not hold U+0000 (the broker would close the connection);
+    # §3.1.3.5: the password is binary data, any byte goes
+    err = raises(MqttError, connect_packet, "a\x00b", 0)
+    assert str(err) == "client id contains U+0000, which MQTT strings must not (§1.5.3)", err
+    err = raises(MqttError, connect_packet, "c", 0, "u\x00")
+    assert str(err).startswith("user name contains U+0000"), err
+    err = raises(MqttError, connect_packet, "c", 0, None, None, ("w\x00", b"", 0, False))
+    assert "topic" in str(err) and "NUL" in str(err), err
+    assert connect_packet("c", 0, "u", "p\x00w").endswith(b"\x00\x01u\x00\x03p\x00w")
+
+
+def test_subscribe_refuses_u0000_in_the_filter_and_stays_connected():
+    async def main():
+        client, stream = await connected()
+        start = len(stream.sent)
+        err = None
+        try:
+            await client.subscribe("c/\x00", 1)
+        except MqttError as exc:
+            err = exc
+        assert err is not None and "topic filter contains U+0000" in str(err), err
+        assert client.connected and bytes(stream.sent[start:]) == b""
+
+    run(main())
+
+
 # -- client against a fake broker
 
 

@@ -202,3 +202,83 @@ def test_status_and_will_payloads():
     )
     assert will_payload("node-1") == b'{"device_id":"node-1","online":false}'
     assert "'mood'" in str(raises(TelemetryError, status_payload, "n", {"mood": 1}))
+
+
+def test_huge_finite_values_are_sent_with_their_quality():
+    # a broken sensor's 1e306 is reported, not dropped: from 2**53 up a float is written as 17
+    # significant digits of its exact integer and an exponent, the same bytes on every runtime
+    r = {
+        "seq": 8,
+        "ts_ms": 0,
+        "values": {
+            "presence": [True, "good"],
+            "distance_cm": [1e306, "bad"],
+            "energy": [-1e300, "bad"],
+            "motion": [True, "good"],
+            "gas_ppm": [1e306, "bad"],
+            "temperature_c": [-3e200, "bad"],
+        },
+    }
+    out = encode(r, "neurobuild", {"device_id": "a"})
+    assert b'"environment":{"temperature_c":-29999999999999999e184}' in out, out
+    assert (
+        b'"out_of_range":{"distance_cm":10000000000000000e290,"energy":-10000000000000000e284,'
+        b'"gas_ppm":10000000000000000e290}' in out
+    ), out
+    doc = json.loads(out)
+    assert doc["sensors"] == {"pir": {"motion_detected": True}}
+    assert doc["quality"]["gas_ppm"] == "bad" and doc["quality"]["distance_cm"] == "bad"
+    assert 0.999999e306 < doc["out_of_range"]["gas_ppm"] < 1.000001e306
+
+
+def test_gas_past_javascripts_safe_integers_is_out_of_range():
+    # the service's Joi schema refuses numbers past 2**53 - 1 ("number.unsafe"): the whole
+    # reading would get a 400, so such a gas value rides in out_of_range, in the unit sent
+    def gas(ppm, unit="ppm"):
+        r = {"seq": 9, "ts_ms": 0, "values": {"motion": [True, "good"], "gas_ppm": [ppm, "bad"]}}
+        return encode(r, "neurobuild", {"device_id": "a", "gas_unit": unit})
+
+    # 2**53 - 1 is still safe; the scaled decimals past a double's ~16 digits are its own
+    assert b'"gas_concentration":9007199254740990.976,' in gas(9007199254740991.0)
+    out = gas(9007199254740992.0)
+    assert b"mq134" not in out and b'"out_of_range":{"gas_ppm":9007199254740992}' in out, out
+    assert b'"gas_concentration":1000000000000000.000,"unit":"ppb"' in gas(1e12, "ppb")
+    out = gas(1e13, "ppb")  # 1e16 ppb
+    assert b"mq134" not in out and b'"out_of_range":{"gas_ppm":10000000000000.000}' in out, out
+    # nothing else to carry: refused, naming the value
+    alone = {"seq": 10, "ts_ms": 0, "values": {"gas_ppm": [1e306, "bad"]}}
+    err = str(raises(TelemetryError, encode, alone, "neurobuild", {"device_id": "a"}))
+    assert "reading 10" in err and "gas_ppm" in err, err
+
+
+def test_platform_device_status_never_sends_a_known_wrong_value():
+    # contracts §2: battery_level is 0..100, and device_status has no quality to flag with,
+    # so a value outside it or of quality "bad" is left out (never clamped)
+    def status(values, device=DEVICE):
+        r = {"seq": 1, "ts_ms": 0, "values": dict(values, temperature_c=[20.0, "good"])}
+        return json.loads(encode(r, "platform", device))["device_status"]
+
+    assert status({"battery_pct": [150, "bad"]}) == {
+        "signal_strength": -61,
+        "firmware_version": "1.2.0",
+    }
+    assert "battery_level" not in status({"battery_pct": [-1, "good"]})
+    assert "battery_level" not in status({"battery_pct": [100.6, "good"]})
+    assert "battery_level" not in status({"battery_pct": [50, "bad"]})  # validate.py said so
+    assert status({"battery_pct": [100, "suspect"]})["battery_level"] == 100
+    assert "signal_strength" not in status({"rssi_dbm": [-200, "bad"]})
+    assert status({"rssi_dbm": [-70, "good"]})["signal_strength"] == -70
+    assert "battery_level" not in status({}, dict(DEVICE, battery_pct=150))
+    assert status({}, dict(DEVICE, battery_pct=0))["battery_level"] == 0
+
+
+def test_platform_location_off_the_globe_is_refused_by_name():
+    r = full_reading()
+    for loc, name in (
+        ({"latitude": 1e306, "longitude": 0}, "latitude"),
+        ({"latitude": 0, "longitude": -180.5}, "longitude"),
+        ({"latitude": 0}, "longitude"),
+        ({"latitude": float("nan"), "longitude": 0}, "latitude"),
+    ):
+        err = str(raises(TelemetryError, encode, r, "platform", dict(DEVICE, location=loc)))
+        assert "location %s" % name in err, err

@@ -39,6 +39,7 @@ PLACES = {
     "rssi_dbm": 0,
 }
 OUT_OF_RANGE_PLACES = 3  # values set aside in "out_of_range" are written with 3 decimals
+JS_SAFE = 2**53 - 1  # the service's Joi number() refuses more ("number.unsafe") unless .unsafe()
 
 
 # -- the contracts' schemas, written from contracts.md
@@ -74,7 +75,7 @@ def check_neurobuild(doc):
     if "mq134" in sensors:
         mq = sensors["mq134"]
         assert set(mq) == {"gas_concentration", "unit"}, mq
-        assert is_number(mq["gas_concentration"]) and mq["gas_concentration"] >= 0, mq
+        assert is_number(mq["gas_concentration"]) and 0 <= mq["gas_concentration"] <= JS_SAFE, mq
         assert mq["unit"] in ("ppm", "ppb")
 
 
@@ -131,11 +132,12 @@ def close_enough(written, value, places):
 # -- strategies
 
 # Finite numbers a node can produce: counts, physical values, and wild ones from a broken
-# sensor. |x| <= 1e15 (see the left-out property at the end for larger finite floats).
+# sensor, up to the largest finite double (and the edges of 2**53, where the encoding changes).
 _number = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(-1e4, 1e4, allow_nan=False),
-    st.floats(-1e15, 1e15, allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from((2.0**53, -(2.0**53), 2.0**53 - 1, 9007199254740.991, 1.7976931348623157e308)),
 )
 _quality = st.sampled_from(QUALITIES)
 
@@ -156,8 +158,8 @@ _VALUE_STRATEGIES = {
     "temperature_c": _pair(st.one_of(st.floats(-60, 110), _number)),
     "humidity_pct": _pair(st.one_of(st.floats(-5, 105), _number)),
     "pressure_hpa": _pair(st.one_of(st.floats(250, 1150), _number)),
-    "battery_pct": _pair(st.integers(0, 100)),
-    "rssi_dbm": _pair(st.integers(-127, 0)),
+    "battery_pct": _pair(st.one_of(st.integers(-20, 200), _number)),
+    "rssi_dbm": _pair(st.one_of(st.integers(-127, 0), _number)),
 }
 
 _values = st.fixed_dictionaries({}, optional=_VALUE_STRATEGIES)
@@ -178,7 +180,7 @@ _device = st.fixed_dictionaries(
     optional={
         "gas_unit": st.sampled_from(("ppm", "ppb")),
         "firmware_version": _printable,
-        "battery_pct": st.integers(0, 100),
+        "battery_pct": st.integers(-20, 200),
         "rssi_dbm": st.integers(-127, 0),
     },
 )
@@ -188,12 +190,15 @@ def in_range(pair, lo, hi):
     return is_number(pair[0]) and lo <= pair[0] <= hi
 
 
-def neurobuild_carries_something(values):
-    """contracts §1 needs one sensor object: a whole in-range radar, the PIR, or a gas value."""
+def neurobuild_carries_something(values, device):
+    """contracts §1 needs one sensor object: a whole in-range radar, the PIR, or a gas value
+    that, in the unit sent, Joi takes as a safe number."""
     radar = all(k in values for k in ("presence", "distance_cm", "energy"))
     radar = radar and in_range(values["distance_cm"], 0, 600)
     radar = radar and in_range(values["energy"], 0, 100)
-    gas = "gas_ppm" in values and in_range(values["gas_ppm"], 0, float("inf"))
+    scale = 1000 if device.get("gas_unit") == "ppb" else 1
+    gas = "gas_ppm" in values and in_range(values["gas_ppm"], 0, JS_SAFE)
+    gas = gas and values["gas_ppm"][0] * scale <= JS_SAFE
     return radar or "motion" in values or gas
 
 
@@ -223,10 +228,10 @@ def encode_or_error(reading, profile, device):
 def test_neurobuild_payloads_match_the_schema_or_the_reading_is_refused(reading, device):
     out = encode_or_error(reading, NEUROBUILD, device)
     if isinstance(out, TelemetryError):
-        assert not neurobuild_carries_something(reading["values"]), (reading, out)
+        assert not neurobuild_carries_something(reading["values"], device), (reading, out)
         assert "reading %d" % reading["seq"] in str(out)
         return
-    assert neurobuild_carries_something(reading["values"])
+    assert neurobuild_carries_something(reading["values"], device)
     doc = json.loads(out)
     check_neurobuild(doc)
     values = reading["values"]
@@ -296,8 +301,13 @@ for reading, profile, device in [%s]:
 """
 
 
-@settings(max_examples=4, deadline=None)
-@given(cases=st.lists(st.tuples(_reading, st.sampled_from(PROFILES), _device), min_size=40))
+# At most 12 cases per example: 40 or more in one example ran past Hypothesis's entropy budget
+# per input often enough (depending on the random seed, not on load) to fail the run now and
+# then with FailedHealthCheck "data_too_large". More, smaller examples compare as many cases.
+@settings(max_examples=16, deadline=None)
+@given(
+    cases=st.lists(st.tuples(_reading, st.sampled_from(PROFILES), _device), min_size=1, max_size=12)
+)
 def test_unix_port_encodes_the_same_bytes_as_cpython(cases):
     """The module's promise: a retransmission from the device is byte-identical to what the
     fleet simulator (CPython) would send for the same reading."""
@@ -394,28 +404,78 @@ def test_numbers_survive_within_the_documented_decimals(reading, device):
                 assert close_enough(item["value"], values[name][0], PLACES[name])
                 assert item["quality"] == values[name][1]
         for key, name in (("battery_level", "battery_pct"), ("signal_strength", "rssi_dbm")):
-            source = values[name][0] if name in values else device.get(name)
-            if source is None:
-                assert key not in doc["device_status"]
+            # contracts §2: device_status has no quality, so what the device knows to be wrong
+            # (quality bad; a battery level off 0..100) is left out, never clamped
+            if name in values:
+                source, known_bad = values[name][0], values[name][1] == "bad"
             else:
-                assert doc["device_status"][key] == source
+                source, known_bad = device.get(name), False
+            if key == "battery_level" and source is not None:
+                known_bad = known_bad or not 0 <= source <= 100
+            if source is None or known_bad:
+                assert key not in doc["device_status"], (source, doc["device_status"])
+            else:
+                assert close_enough(doc["device_status"][key], source, 0), (source, doc)
         loc = doc["location"]
         assert close_enough(loc["latitude"], device["location"]["latitude"], 6)
         assert close_enough(loc["longitude"], device["location"]["longitude"], 6)
 
 
-# Left out (real findings, reported to the lead, not fixed here: firmware/ is K's):
-#
-# 1. "any finite float encodes or raises TelemetryError". A finite float whose scaled value
-#    overflows makes _number's round() raise OverflowError (CPython and MicroPython alike):
-#      encode({"seq": 1, "ts_ms": 0, "values": {"gas_ppm": [1e306, "good"]}},
-#             "neurobuild", {"device_id": "a"})
-#    -> OverflowError: cannot convert float infinity to integer. An out-of-range radar value
-#    of 1e306 does the same through "out_of_range" (3 decimals).
-#
-# 2. "platform device_status.battery_level is within 0..100" (contracts §2). The encoder
-#    copies battery_pct unchecked; firmware/validate.py only lowers its quality:
-#      encode({"seq": 1, "ts_ms": 0, "values": {"temperature_c": [20.0, "good"],
-#              "battery_pct": [150, "bad"]}}, "platform",
-#             {"device_id": "a", "location": {"latitude": 1, "longitude": 2}})
-#    -> ...,"device_status":{"battery_level":150}}
+_VALUE_NAMES = sorted(PLACES)
+_finite = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=1e15, allow_infinity=False).flatmap(lambda f: st.sampled_from((f, -f))),
+    st.sampled_from((1e306, -1e306, 1.7976931348623157e308, 5e-324, 2.0**53, 2.0**53 - 1)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(_VALUE_NAMES),
+    value=_finite,
+    quality=_quality,
+    profile=st.sampled_from(PROFILES),
+    unit=st.sampled_from(("ppm", "ppb")),
+)
+def test_any_finite_float_encodes_or_raises_telemetry_error(name, value, quality, profile, unit):
+    """A broken sensor's absurd value is reported with its quality, never a crash: beside a
+    value each profile always carries, every finite float encodes to JSON that parses back
+    within the documented decimals (or 17 significant digits, past 2**53)."""
+    anchor = ["pressure_hpa", 1000.0] if name == "temperature_c" else ["temperature_c", 20.0]
+    values = {"motion": [True, "good"], anchor[0]: [anchor[1], "good"], name: [value, quality]}
+    reading = {"seq": 1, "ts_ms": 0, "values": values}
+    device = {"device_id": "a", "gas_unit": unit, "location": {"latitude": 0, "longitude": 0}}
+    doc = json.loads(encode(reading, profile, device))  # OverflowError here was the bug
+    if profile == PLATFORM:
+        check_platform(doc)
+        return
+    check_neurobuild(doc)
+    assert doc["quality"][name] == quality
+    if name in doc.get("out_of_range", {}):
+        assert close_enough(doc["out_of_range"][name], value, OUT_OF_RANGE_PLACES)
+    elif name in doc:
+        assert close_enough(doc[name], value, PLACES[name])
+    elif name in doc.get("environment", {}):
+        assert close_enough(doc["environment"][name], value, PLACES[name])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lat=st.one_of(st.none(), st.floats(), st.integers(-1000, 1000)),
+    lon=st.one_of(st.none(), st.floats(), st.integers(-1000, 1000)),
+)
+def test_platform_location_is_on_the_globe_or_refused_by_name(lat, lon):
+    reading = {"seq": 1, "ts_ms": 0, "values": {"temperature_c": [20.0, "good"]}}
+    device = {"device_id": "a", "location": {"latitude": lat, "longitude": lon}}
+    out = encode_or_error(reading, PLATFORM, device)
+    lat_ok = lat is not None and -90 <= lat <= 90
+    lon_ok = lon is not None and -180 <= lon <= 180
+    if isinstance(out, TelemetryError):
+        assert not (lat_ok and lon_ok), (lat, lon, out)
+        assert "location %s" % ("latitude" if not lat_ok else "longitude") in str(out), out
+        return
+    assert lat_ok and lon_ok, (lat, lon)
+    doc = json.loads(out)
+    check_platform(doc)
+    assert close_enough(doc["location"]["latitude"], lat, 6)
+    assert close_enough(doc["location"]["longitude"], lon, 6)
