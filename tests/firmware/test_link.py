@@ -15,23 +15,10 @@ from firmware.uplink.link import (
     DeadLetter,
     Uplink,
 )
+from simulator.clock import SimClock
 from tests.support.mptest import raises
 
 RUN_ON_MICROPYTHON = True
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000
-
-    def ticks_ms(self):
-        return self.now
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
 
 
 class Bits:
@@ -90,7 +77,7 @@ def step(uplink, buffer):
 
 def make(transport=None, **kw):
     log = []
-    clock = Clock()
+    clock = SimClock(1000)
     uplink = Uplink(
         transport or Transport(),
         clock,
@@ -113,7 +100,7 @@ def test_backoff_doubles_to_the_cap_with_full_jitter():
 
 
 def test_breaker_opens_after_five_failures_and_probes_once_half_open():
-    clock = Clock()
+    clock = SimClock(1000)
     log = []
     b = CircuitBreaker(clock, failures=5, open_ms=60000, log=lambda m, s: log.append(s))
     for _ in range(4):
@@ -122,14 +109,14 @@ def test_breaker_opens_after_five_failures_and_probes_once_half_open():
     assert b.state == CLOSED
     b.failure("HTTP 503")
     assert b.state == OPEN and b.opened == 1 and not b.allow()
-    clock.now += 59999
+    clock.advance(59999)
     assert not b.allow() and b.remaining_ms() == 1
-    clock.now += 1
+    clock.advance(1)
     assert b.allow() and b.state == HALF_OPEN
     assert not b.allow()  # only one probe in flight
     b.failure("still down")
     assert b.state == OPEN and b.opened == 2  # a failed probe re-opens at once
-    clock.now += 60000
+    clock.advance(60000)
     assert b.allow()
     b.success()
     assert b.state == CLOSED and b.failures == 0
@@ -143,7 +130,7 @@ def test_breaker_opens_after_five_failures_and_probes_once_half_open():
 
 
 def test_success_resets_the_failure_count():
-    b = CircuitBreaker(Clock(), failures=3)
+    b = CircuitBreaker(SimClock(1000), failures=3)
     b.failure()
     b.failure()
     b.success()
@@ -181,12 +168,12 @@ def test_outage_opens_breaker_then_recovery_delivers_everything():
     for _ in range(5):
         wait = step(uplink, buffer)
         assert wait > 0
-        clock.now += wait
+        clock.advance(wait)
     assert uplink.breaker.state == OPEN and uplink.breaker.opened == 1
     calls = transport.calls
     assert step(uplink, buffer) > 0 and transport.calls == calls  # open: nothing sent
     transport.down = None
-    clock.now += 60000
+    clock.advance(60000)
     assert step(uplink, buffer) == 0
     assert uplink.breaker.state == CLOSED and buffer.items == {}
     assert transport.delivered == [1, 2, 3, 4]  # nothing lost, nothing set aside
@@ -210,9 +197,9 @@ def test_retry_after_is_honoured_without_tripping_the_breaker():
     assert step(uplink, buffer) == 7000
     assert uplink.breaker.state == CLOSED and uplink.breaker.failures == 0
     transport.down = None
-    clock.now += 6999
+    clock.advance(6999)
     assert step(uplink, buffer) == 1 and transport.calls == 1  # still holding
-    clock.now += 1
+    clock.advance(1)
     assert step(uplink, buffer) == 0 and buffer.items == {}
     assert "peer busy: Busy: HTTP 429; waiting 7000 ms" in log
 
@@ -238,11 +225,11 @@ def test_poison_reading_is_set_aside_while_others_pass():
     buffer = Buffer(3)
     step(uplink, buffer)  # 1 passes
     for _ in range(10):
-        clock.now += step(uplink, buffer)
+        clock.advance(step(uplink, buffer))
         if 2 not in buffer.items:
             break
     assert dead == [(2, b"r2")] and uplink.dead.count == 1
-    clock.now += step(uplink, buffer)
+    clock.advance(step(uplink, buffer))
     assert buffer.items == {} and transport.delivered == [1, 3]
     assert "reading 2 set aside (dead letter): HTTP 500: Internal server error" in log
 
