@@ -21,6 +21,7 @@ from simulator.bme280 import SimBME280, pack_calibration
 from simulator.clock import SimClock
 from simulator.i2c import SimI2C
 from simulator.sht3x import SimSHT3x
+from tests.drivers.test_aht20 import FrameBus
 
 # Trim values drawn around those real parts carry (datasheet example, Bosch API defaults,
 # published dumps); far outside them the compensation stops being monotonic, as on no real part.
@@ -179,18 +180,6 @@ def test_crc8_matches_polynomial_division(data):
 @given(st.binary(min_size=1, max_size=16))
 def test_crc8_of_message_plus_its_crc_is_zero(data):
     assert crc8(data + bytes([crc8(data)])) == 0
-
-
-class FrameBus:
-    def __init__(self, frame):
-        self.frame = frame
-
-    def writeto(self, addr, buf):
-        return len(buf)
-
-    def readfrom_into(self, addr, buf):
-        for i in range(len(buf)):
-            buf[i] = self.frame[i]
 
 
 @given(st.binary(min_size=6, max_size=6))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from firmware.buffer import Buffer, canonical_json
 from firmware.fs import OsFs
+from simulator.clock import SimClock
 
 _OPS = st.lists(
     st.one_of(
@@ -27,22 +28,8 @@ _OPS = st.lists(
 )
 
 
-class _Clock:
-    def ticks_ms(self):
-        return 0
-
-    def ticks_diff(self, end, start):
-        return end - start
-
-    def ticks_add(self, ticks, delta):
-        return ticks + delta
-
-    def sleep_ms(self, ms):
-        pass
-
-
 def _open(root, params):
-    return Buffer(OsFs(root), clock=_Clock(), **params)
+    return Buffer(OsFs(root), clock=SimClock(), **params)
 
 
 @settings(max_examples=150, deadline=None)

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.uplink.http import HttpClient, HttpError
-from tests.firmware.test_http import KNOWN_HTTP_FAILURES, Net
+from tests.firmware.test_http import KNOWN_HTTP_FAILURES, Net, Stream
 
 NEXT = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"  # the sentinel second response
 
 
-class CutStream:
+class CutStream(Stream):
     """One connection serving `response` in the pieces `cuts` make, then EOF."""
 
     def __init__(self, response, cuts=()):
@@ -35,18 +35,6 @@ class CutStream:
         if not self.pieces[0]:
             self.pieces.pop(0)
         return piece[:n]
-
-    def write(self, data):
-        self.sent += bytes(data)
-
-    async def drain(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-    async def wait_closed(self):
-        pass
 
 
 def client_on(stream, **kw):
