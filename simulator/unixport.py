@@ -128,6 +128,24 @@ def _copy_package(origin, dest, modules):
         shutil.copyfile(path, dest / path.name)
 
 
+def check_args(args):
+    """`args` as strings, or ValueError naming one the Unix port cannot take.
+
+    The port interns each argument as a qstr (ports/unix/main.c set_sys_argv) before any
+    exception handler exists: 256 bytes or more ("name too long") kills it with "FATAL: uncaught
+    NLR" and no traceback. Long data goes in a file.
+    """
+    args = [str(a) for a in args]
+    for i, arg in enumerate(args):
+        size = len(arg.encode("utf-8"))
+        if size > MAX_ARG_BYTES:
+            raise ValueError(
+                "argument %d is %d bytes: MicroPython's Unix port takes at most %d per argument "
+                "(pass long data in a file)" % (i, size, MAX_ARG_BYTES)
+            )
+    return args
+
+
 def command(image, entry, args=(), heap="144K"):
     """The command line that runs `entry` on MicroPython with `image` mounted at /rom.
 
@@ -138,17 +156,7 @@ def command(image, entry, args=(), heap="144K"):
         raise ValueError("entry %r: expected 'module' or 'module:function'" % (entry,))
     if not isinstance(heap, str) or _HEAP.match(heap) is None:
         raise ValueError("heap %r: expected a size such as 144K or 1M" % (heap,))
-    args = [str(a) for a in args]
-    for i, arg in enumerate(args):
-        # The Unix port interns each argument as a qstr (ports/unix/main.c set_sys_argv) before
-        # any exception handler exists: 256 bytes or more ("name too long") kills it with
-        # "FATAL: uncaught NLR" and no traceback. Long data goes in a file in `cwd`.
-        size = len(arg.encode("utf-8"))
-        if size > MAX_ARG_BYTES:
-            raise ValueError(
-                "argument %d is %d bytes: MicroPython's Unix port takes at most %d per argument "
-                "(pass long data in a file)" % (i, size, MAX_ARG_BYTES)
-            )
+    args = check_args(args)
     if importlib.util.find_spec("micropython_run") is None:
         raise UnixPortError(
             "the MicroPython Unix port is not installed in %s: run `make setup` "

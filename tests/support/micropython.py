@@ -33,14 +33,9 @@ def run_micropython(code, heap=DEFAULT_HEAP, cwd=None, env=None, timeout=60, arg
     Each of `args` must fit 255 bytes: the Unix port interns argv as qstrs before it can raise,
     and dies on a longer one (simulator/unixport.py, MAX_ARG_BYTES); pass long data in a file.
     """
-    from simulator.unixport import MAX_ARG_BYTES
+    from simulator.unixport import check_args
 
-    for arg in args:
-        if len(str(arg).encode()) > MAX_ARG_BYTES:
-            raise ValueError(
-                "argument of %d bytes: the Unix port takes at most %d per argument; "
-                "write it to a file and pass the path" % (len(str(arg).encode()), MAX_ARG_BYTES)
-            )
+    args = check_args(args)
     prelude = "import sys\nsys.path.insert(0, %r)\n" % str(REPO_ROOT)
     with tempfile.TemporaryDirectory(prefix="nbk-mpy-") as scratch:
         script = Path(scratch) / "script.py"
