@@ -25,9 +25,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from simulator import unixport  # noqa: E402
-from simulator.board import set_environment, sim_board  # noqa: E402
-from simulator.bridge import BridgeHost  # noqa: E402
+from simulator.bridge_host import BridgeHost  # noqa: E402
 from simulator.clock import SimClock  # noqa: E402
+from simulator.parts import set_environment, sim_board  # noqa: E402
 
 WINDOW_MS = 10000
 DURATION_MS = 600000
@@ -42,11 +42,11 @@ with open("bench.json") as f:
 MODE = P["mode"]
 gc.collect()
 loaded = {"start": gc.mem_alloc()}
-import simulator.board
-from simulator.board import VirtualClock, sim_board, bridged_board, set_environment
+from simulator.board import VirtualClock, bridged_board
 if MODE == "bridged":
     import simulator.bridge  # the parts answer from the benchmark's process
 else:
+    from simulator.parts import sim_board, set_environment
     import simulator.ld2410, simulator.bme280, simulator.mq134, simulator.pir, simulator.i2c
 gc.collect()
 loaded["simulator"] = gc.mem_alloc()

@@ -107,7 +107,8 @@ from firmware.log import Log
 from firmware.uplink.link import ACKED
 import drivers.ld2410, drivers.pir, drivers.mq134, drivers.env, drivers.bme280
 marks["firmware imported"] = used()
-from simulator.board import VirtualClock, sim_board, set_environment
+from simulator.board import VirtualClock
+from simulator.parts import sim_board, set_environment
 clock = VirtualClock()
 os.mkdir("node")
 board = sim_board(clock, "node")

@@ -22,7 +22,7 @@ from firmware.buffer import Buffer
 from firmware.clock import WallClock
 from firmware.log import Log
 from firmware.status import FIRMWARE_VERSION, snapshot
-from firmware.uplink.link import ACKED, FAILED, REJECTED, Uplink
+from firmware.uplink.link import ACKED, FAILED, REJECTED
 from firmware.validate import Validator
 from firmware.window import Window
 
@@ -30,97 +30,6 @@ RADAR_PERIOD_MS = 100  # the LD2410 reports about every 100 ms (ld2410.md)
 WDT_CHECK_MS = 1000
 NTP_RETRY_MS = 60000
 NTP_PERIOD_MS = 6 * 3600000
-
-
-def _get(config, path, default):
-    """config["a"]["b"] for path "a.b", or default when any level is missing."""
-    node = config
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return node
-
-
-# Cadences and warm-ups that are properties of the parts and the build, not of a deployment:
-# App(..., tuning={...}) overrides them (tests shorten warm-ups), config.json does not.
-TUNING = {
-    "pir_s": 1,  # PIR state sampled every second; events are counted by the driver meanwhile
-    "gas_s": 5,  # MQ-134 averaged over a window of samples every 5 s
-    "env_s": 10,  # BME280 forced conversion every 10 s (it drifts slowly)
-    "task_stall_s": 120,  # a task silent this long stops the watchdog feed
-    "gas_warmup_s": 180,  # drivers.mq134.DEFAULT_WARMUP_MS
-    "pir_warmup_s": 60,  # HC-SR501-class settle time after power-on (sensors.md §6)
-    "buffer_records": 2000,
-    "flush_every": 5,
-}
-
-
-class Settings:
-    """The values the application reads from the config (firmware.config's schema, already
-    validated) and the tuning, resolved once into attributes."""
-
-    def __init__(self, config, tuning=None):
-        g = _get
-        t = dict(TUNING)
-        if tuning:
-            for key in tuning:
-                if key not in TUNING:
-                    raise ValueError("unknown tuning key %r; known: %s" % (key, sorted(TUNING)))
-                t[key] = tuning[key]
-        self.device_id = g(config, "device_id", "") or "nbk-node"
-        self.config_version = g(config, "version", None)
-        u = "uplink."
-        self.uplink = g(config, u + "transport", "mqtt")
-        if self.uplink not in ("mqtt", "http"):
-            raise ValueError("uplink.transport %r: use 'mqtt' or 'http'" % (self.uplink,))
-        mqtt = self.uplink == "mqtt"
-        self.host = g(config, u + "host", "") or "127.0.0.1"
-        self.port = g(config, u + "port", 0) or (1883 if mqtt else 80)
-        self.profile = g(config, u + "profile", telemetry.NEUROBUILD)
-        self.topic_prefix = g(config, u + "topic_prefix", "neurobuild/sensors")
-        self.keepalive_s = g(config, u + "keepalive_s", 60)
-        self.api_key = g(config, u + "api_key", "") or None
-        self.mqtt_user = self.mqtt_password = None
-        if mqtt and self.api_key:  # a gateway in front of the broker authenticates by key
-            self.mqtt_user, self.mqtt_password = self.device_id, self.api_key
-        self.auth = g(config, u + "auth", "x-api-key")
-        path = g(config, u + "path", "")
-        if self.profile == telemetry.PLATFORM:
-            self.http_path, self.http_batch_path = path or "/v1/data/ingest", None
-        else:
-            self.http_path = path or "/api/v1/sensor-data"
-            self.http_batch_path = self.http_path + "/batch"
-        # Readings per uplink step. Each is read from flash, decoded and encoded before the
-        # send, so the step's transient heap grows with it; an HTTP batch of 2 KiB holds about
-        # four anyway (HttpTransport.max_batch_bytes), and MQTT publishes one at a time.
-        self.batch = 4
-        i = "intervals."
-        self.sampling_ms = g(config, i + "sampling_s", 60) * 1000
-        self.transmission_ms = g(config, i + "transmission_s", 300) * 1000
-        self.status_ms = g(config, i + "status_s", 300) * 1000
-        self.config_poll_ms = g(config, i + "config_poll_s", 3600) * 1000
-        # Where GET /v1/devices/{id}/config is served (ota_server): "http://host:port".
-        self.config_url = g(config, "registration.config_url", "") or None
-        c = "calibration."
-        self.temperature_offset = g(config, c + "env.temperature_offset", 0.0)
-        self.humidity_offset = g(config, c + "env.humidity_offset", 0.0)
-        self.pressure_offset = g(config, c + "env.pressure_offset", 0.0)
-        self.gas = g(config, c + "gas", {})
-        self.sleep_mode = g(config, "power.sleep_mode", "disabled") == "enabled"
-        self.wake_ms = g(config, "power.wake_interval_s", 300) * 1000
-        self.pir_ms = t["pir_s"] * 1000
-        self.gas_ms = t["gas_s"] * 1000
-        self.env_ms = t["env_s"] * 1000
-        self.task_stall_ms = t["task_stall_s"] * 1000
-        self.gas_warmup_ms = t["gas_warmup_s"] * 1000
-        self.pir_warmup_ms = t["pir_warmup_s"] * 1000
-        self.buffer_records = t["buffer_records"]
-        self.flush_every = t["flush_every"]
-        self.device_extra = {}
-        loc = g(config, "location", None)
-        if loc and loc.get("latitude") is not None and loc.get("longitude") is not None:
-            self.device_extra["location"] = loc
 
 
 class EncodingTransport:
@@ -187,13 +96,16 @@ class MqttTransport:
 
 
 class App:
-    """The firmware on one Board with one config dict (Settings lists the keys it reads)."""
+    """The firmware on one Board with one config dict (firmware.settings lists the keys it
+    reads)."""
 
     def __init__(self, board, config, log=None, boot=None, rand=None, tuning=None, transport=None):
         self.board = board
         self.clock = board.clock
         self.config = config  # None once run() let go of a config read from flash
-        self.s = Settings(config, tuning)
+        from firmware.settings import resolve
+
+        self.s = resolve(config, tuning)
         self.log = log or Log(self.clock, fs=board.fs)
         self.boot = boot  # firmware.bootrecord.BootRecord, told when the app is healthy
         self._boot_released = False  # True once healthy: the record was let go (RAM)
@@ -236,68 +148,21 @@ class App:
     # ---- setup -----------------------------------------------------------------------------
 
     def setup_sensors(self):
-        """Build a driver per sensor the board has; a failure marks it missing, logged once.
-        Does nothing the second time (run() calls it; a test or a caller may call it first)."""
-        if self._sensors_ready:
-            return
-        self._sensors_ready = True
-        b = self.board
-        s = self.s
-        if b.uart is not None:
-            self.radar = self._make("ld2410", _make_radar, b.uart, self.clock)
-        if b.pir_pin is not None:
-            self.pir = self._make("pir", _make_pir, b.pir_pin, self.clock, s.pir_warmup_ms)
-        if b.gas_adc is not None:
-            self.gas = self._make("mq134", _make_gas, b.gas_adc, self.clock, s, b.info)
-        if b.i2c is not None:
-            self.env = self._make("env", _make_env, b.i2c, self.clock)
+        """Build a driver per sensor the board has (firmware.parts); a failure marks it
+        missing, logged once. Does nothing the second time (run() calls it; a test may first).
+        """
+        if not self._sensors_ready:
+            self._sensors_ready = True
+            from firmware.parts import build_sensors
 
-    def _make(self, name, factory, *args):
-        try:
-            return factory(*args)
-        except (SensorError, OSError, ValueError) as exc:
-            self.log.error(name, "sensor setup failed; running without it", {"err": str(exc)})
-            return None
+            self.radar, self.pir, self.gas, self.env = build_sensors(self)
 
     def setup_uplink(self):
-        if self.uplink is not None:
-            return
-        s = self.s
-        net = self.board.open_connection
-        if self.transport is not None:
-            inner = self.transport
-        elif s.uplink == "mqtt":
-            from firmware.uplink.mqtt import MQTTClient
+        """Build the uplink the settings name (firmware.parts), unless one exists."""
+        if self.uplink is None:
+            from firmware.parts import build_uplink
 
-            client = MQTTClient(
-                s.device_id,
-                s.host,
-                s.port,
-                keepalive_s=s.keepalive_s,
-                user=s.mqtt_user,
-                password=s.mqtt_password,
-                will_topic=telemetry.status_topic(s.topic_prefix, s.device_id),
-                will_payload=telemetry.will_payload(s.device_id),
-                open_connection=net,
-                clock=self.clock,
-                log=self.log.warn,
-            )
-            inner = MqttTransport(
-                client, telemetry.data_topic(s.topic_prefix, s.device_id), self._on_connect
-            )
-        else:
-            from firmware.uplink.http import HttpClient, HttpTransport
-
-            client = HttpClient(s.host, s.port, api_key=s.api_key, auth=s.auth, open_connection=net)
-            inner = HttpTransport(client, s.http_path, s.http_batch_path)
-        self.transport = inner
-        self.uplink = Uplink(
-            EncodingTransport(inner, s.profile, self.device),
-            self.clock,
-            self.rand,
-            log=self.log.warn,
-            batch=s.batch,
-        )
+            self.transport, self.uplink = build_uplink(self)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -306,6 +171,9 @@ class App:
         task's crash after recording it."""
         self.setup_sensors()
         self.setup_uplink()
+        # Boot-only code goes: the builders, the settings resolver, the environment probe.
+        for name in ("firmware.parts", "firmware.settings", "drivers.env"):
+            unload(name)
         config = self.config
         if isinstance(config, dict) and config.get("source") in ("config.json", "config.bak"):
             # Loaded from flash (prepare): Settings holds what the tasks read, and a remote
@@ -519,7 +387,7 @@ class App:
                 # _note_crash reads it from flash again.
                 self.boot = None
                 self._boot_released = True
-                _unload("bootrecord")
+                unload("firmware.bootrecord")
             self.log.info("app", "healthy", {"seq": seq})
         return reading
 
@@ -590,68 +458,30 @@ class App:
 
     async def fetch_remote_config(self):
         """GET /v1/devices/{id}/config (contracts.md §3) -> dict, or None when there is none."""
-        from firmware.uplink.http import HttpClient, parse_json
+        from firmware.remote_config import fetch
 
-        url = self.s.config_url
-        host, port = _host_port(url)
-        client = HttpClient(
-            host,
-            port,
-            api_key=self.s.api_key,
-            auth=self.s.auth,
-            open_connection=self.board.open_connection,
-        )
         try:
-            status, _, body = await client.request(
-                "GET", "/v1/devices/%s/config" % self.s.device_id
-            )
+            return await fetch(self)
         finally:
-            await client.close()
-        if status == 404:
-            return None
-        if status != 200:
-            raise OSError("config server answered %d" % status)
-        return parse_json(body, "remote config")
+            self._drop_remote_config()
 
     async def apply_remote_config(self, remote):
-        """Validate, persist and apply a remote config; True when something changed.
+        """Validate, persist and apply a remote config (firmware.remote_config.apply); True
+        when something changed. The module and firmware.config are dropped afterwards (RAM)."""
+        from firmware.remote_config import apply
 
-        Intervals and calibration apply at once (tasks read them every loop); a change that
-        needs a reboot (power mode) is saved, then the board resets. A bad config is logged
-        with the field at fault and changes nothing.
-        """
-        from firmware.config import ConfigError, apply_remote, load_config, save_config
+        try:
+            return await apply(self, remote)
+        finally:
+            self._drop_remote_config()
 
-        current = self.config
-        if current is None:  # let go by run(): the node's config is the one on flash
-            current = load_config(self.board.fs)[0]
-            if current.get("safe_mode"):
-                self.log.warn("config", "remote config refused", {"err": current["safe_mode"]})
-                return False
-        try:
-            new, changed, needs_reboot = apply_remote(current, remote)
-        except ConfigError as exc:
-            self.log.warn("config", "remote config refused", {"err": str(exc)})
-            return False
-        if not changed:
-            return False
-        try:
-            save_config(self.board.fs, new)
-        except (ConfigError, OSError) as exc:
-            self.log.error("config", "remote config not saved", {"err": str(exc)})
-            return False
-        self.config = new
-        self.s = Settings(new, self.tuning)
-        self.config_version = self.s.config_version
-        self.log.info(
-            "config", "remote config applied", {"changed": changed, "reboot": needs_reboot}
-        )
-        await self.publish_status()  # acknowledges the new version
-        if needs_reboot:
-            self.buffer.flush()
-            self.log.save()
-            self.board.reset()
-        return True
+    def _drop_remote_config(self):
+        """Modules a remote config needs, dropped between polls (RAM). The HTTP client stays
+        when it is also the uplink: a second import would make a second HttpError class."""
+        for name in ("remote_config", "config", "settings"):
+            unload("firmware." + name)
+        if self.s.uplink != "http":
+            unload("firmware.uplink.http")
 
     async def _ntp_loop(self):
         while self.running:
@@ -694,81 +524,10 @@ def _rtc_load(rtc):
         return None
 
 
-def _host_port(url):
-    """("host", port) from "http://host:port[/...]"; ValueError names the URL."""
-    rest = url
-    if rest.startswith("http://"):
-        rest = rest[7:]
-    elif "://" in rest:
-        raise ValueError("config_url %r: only http:// is supported" % (url,))
-    rest = rest.split("/", 1)[0]
-    if ":" in rest:
-        host, port = rest.rsplit(":", 1)
-        if not port.isdigit():
-            raise ValueError("config_url %r: port %r is not a number" % (url, port))
-        return host, int(port)
-    return rest, 80
-
-
 def _offset(value, offset):
     if value is None:
         return None
     return value + offset if offset else value
-
-
-def _make_radar(uart, clock):
-    from drivers.ld2410 import LD2410
-
-    return LD2410(uart, clock)
-
-
-def _make_pir(pin, clock, warmup_ms):
-    from drivers.pir import PIR
-
-    return PIR(pin, clock, warmup_ms=warmup_ms)
-
-
-def _make_gas(adc, clock, s, info):
-    from drivers.mq134 import MQ134
-
-    kw = {}
-    mq = info.get("mq134", {}) if isinstance(info, dict) else {}
-    for key in ("atten", "divider_ratio", "load_ohm", "supply_v"):  # the board's circuit
-        if key in mq:
-            kw[key] = mq[key]
-    # Chemistry (R0 and the curve) is calibration: config, None = the driver's placeholder.
-    # RL is the circuit: board.json says what is soldered; config's value only without it.
-    for key in ("r0_ohm", "a", "b", "load_ohm"):
-        if s.gas.get(key) is not None and (key != "load_ohm" or key not in kw):
-            kw[key] = s.gas[key]
-    return MQ134(adc, clock, warmup_ms=s.gas_warmup_ms, **kw)
-
-
-def _make_env(i2c, clock):
-    """The driver of the environment part that answers, importing only that driver (RAM)."""
-    from drivers.env import AHT20_ADDRESSES, BME280_ADDRESSES, SHT3X_ADDRESSES, detect
-
-    try:
-        present = i2c.scan()
-    except OSError:
-        present = ()
-    for address in present:
-        try:
-            if address in BME280_ADDRESSES:
-                from drivers.bme280 import BME280
-
-                return BME280(i2c, address=address, clock=clock)
-            if address in SHT3X_ADDRESSES:
-                from drivers.sht3x import SHT3x
-
-                return SHT3x(i2c, address=address, clock=clock)
-            if address in AHT20_ADDRESSES:
-                from drivers.aht20 import AHT20
-
-                return AHT20(i2c, address=address, clock=clock)
-        except SensorError:
-            pass  # detect() below says what answered and why it was refused
-    return detect(i2c, clock)
 
 
 def prepare(board, log=None, tuning=None):
@@ -791,7 +550,7 @@ def prepare(board, log=None, tuning=None):
         {"slot": decision.slot, "boots": decision.boots, "reset_cause": board.reset_cause},
     )
     config, problems = load_config(board.fs)
-    _unload("config")  # ~12 KB of schema and functions; re-imported only for a remote config
+    unload("firmware.config")  # ~11 KiB of schema and functions; back only for a remote config
     for problem in problems:
         log.warn("config", problem)
     reason = decision.reason or config.get("safe_mode")
@@ -829,12 +588,14 @@ def start(board, log=None):
     return None
 
 
-def _unload(name):
-    """Drop firmware.<name> so its functions and tables can be collected (RAM, not flash)."""
+def unload(name):
+    """Drop module `name` ("firmware.config") so its functions and constants can be collected
+    once nothing else holds them (RAM, not flash). Only for modules whose classes no live
+    object needs to match again: a later import makes new ones."""
     import sys
 
-    import firmware
-
-    sys.modules.pop("firmware." + name, None)
-    if name in firmware.__dict__:
-        del firmware.__dict__[name]
+    sys.modules.pop(name, None)
+    package, _, leaf = name.rpartition(".")
+    parent = sys.modules.get(package)
+    if parent is not None and leaf in parent.__dict__:
+        del parent.__dict__[leaf]

@@ -1,15 +1,13 @@
-"""A simulated node: a firmware Board built from simulated peripherals and a virtual clock.
+"""A simulated node's Board and virtual clock; what the device side of a simulation imports.
 
-Runs under MicroPython (the firmware's end-to-end test) and CPython (the fleet simulator).
+Runs under MicroPython (the firmware's end-to-end test, simulator.node) and CPython.
 
     clock = VirtualClock()
-    board = sim_board(clock, "node_fs")            # SimLD2410, SimPIR, SimMQ134, SimI2C+BME280
-    board.radar.set_targets([(150, "moving", 60)]) # ground truth
+    board = bridged_board(clock, "node_fs", "127.0.0.1:40123")  # parts served over the bridge
     asyncio.create_task(clock.run())               # time jumps whenever every task waits on it
 
-or, with the parts in another process (simulator.bridge; the firmware alone in this heap):
-
-    board = bridged_board(clock, "node_fs", "127.0.0.1:40123")
+`bridged_board` leaves the parts in another process (simulator.bridge; the firmware alone in
+this heap); simulator.parts.sim_board builds a SimBoard with the parts in this process.
 
 Virtual time: tasks wait through `clock.sleep_ms_async(ms)`. A task the clock woke counts as
 busy until it sleeps on the clock again, however long it waits on a socket meanwhile; when no
@@ -25,17 +23,6 @@ from simulator.clock import SimClock
 
 # A fixed, plausible wall time for a simulation that does not say otherwise: 2026-11-22T10:00Z.
 DEFAULT_EPOCH_MS = 1795341600000
-
-
-def _current_task():
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # CPython outside a task
-        return None
-
-
-def _task_done(task):
-    return task is None or task.done()
 
 
 class VirtualClock(SimClock):
@@ -57,7 +44,10 @@ class VirtualClock(SimClock):
     async def sleep_ms_async(self, ms):
         if ms < 0:
             ms = 0
-        task = _current_task()
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # CPython outside a task
+            task = None
         busy = self._busy
         for i in range(len(busy)):
             if busy[i] is task:
@@ -68,23 +58,22 @@ class VirtualClock(SimClock):
         heapq.heappush(self._sleepers, (self._now_ms + ms, self._order, event, task))
         await event.wait()
 
-    def _prune(self):
-        busy = self._busy
-        i = 0
-        while i < len(busy):
-            if _task_done(busy[i]):
-                busy.pop(i)
-            else:
-                i += 1
-
     async def run(self, until_ms=None, settle_ms=5):
-        """Advance time forever (or until `until_ms`): run it as a task beside the firmware."""
-        await _real_sleep_ms(settle_ms)
+        """Advance time forever (or until `until_ms`): run it as a task beside the firmware.
+
+        Its real-time waits use asyncio.sleep (seconds), which both interpreters have."""
+        await asyncio.sleep(settle_ms / 1000)
+        busy = self._busy
         while until_ms is None or self._now_ms < until_ms:
-            await _real_sleep_ms(0)  # tasks created since the last look get their first turn
-            self._prune()
-            if self._busy or not self._sleepers:
-                await _real_sleep_ms(1)  # someone waits on I/O (or nobody sleeps yet)
+            await asyncio.sleep(0)  # tasks created since the last look get their first turn
+            i = 0
+            while i < len(busy):  # forget woken tasks that ended without sleeping again
+                if busy[i].done():
+                    busy.pop(i)
+                else:
+                    i += 1
+            if busy or not self._sleepers:
+                await asyncio.sleep(0.001)  # someone waits on I/O (or nobody sleeps yet)
                 continue
             wake = self._sleepers[0][0]
             for w in self.watchers:  # stop at a part's own transition, so its edges are exact
@@ -100,21 +89,16 @@ class VirtualClock(SimClock):
                 w.update()
             while self._sleepers and self._sleepers[0][0] <= self._now_ms:
                 item = heapq.heappop(self._sleepers)
-                if not _task_done(item[3]):
-                    self._busy.append(item[3])
+                task = item[3]
+                if task is not None and not task.done():
+                    busy.append(task)
                 item[2].set()
-            await _real_sleep_ms(0)  # let the woken tasks run before looking again
-
-
-async def _real_sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
+            await asyncio.sleep(0)  # let the woken tasks run before looking again
 
 
 class SimBoard(Board):
-    """A Board over simulated peripherals; the sims stay reachable for setting ground truth."""
+    """A Board over simulated peripherals (`radar`, `pir`, `gas`, `env` stay reachable for
+    setting ground truth) and a VirtualClock, which answers its NTP."""
 
     def __init__(self, clock, fs, radar=None, pir=None, gas=None, i2c=None, env=None, **kw):
         super().__init__(clock, fs, uart=radar, pir_pin=pir, gas_adc=gas, i2c=i2c, **kw)
@@ -124,7 +108,6 @@ class SimBoard(Board):
         self.env = env  # the simulated environment chip on i2c, for set_truth
         self.ntp_ok = True
         self.rssi_dbm = -60
-        self.battery = None  # percent, or None for a mains board
         self.resets = 0
         self.slept_ms = []
 
@@ -135,9 +118,6 @@ class SimBoard(Board):
 
     def rssi(self):
         return self.rssi_dbm
-
-    def battery_pct(self):
-        return self.battery
 
     def deep_sleep(self, ms):
         """Simulated deep sleep: time passes; RTC memory is kept; the caller restarts the app."""
@@ -150,38 +130,9 @@ class SimBoard(Board):
         raise SystemExit("simulated reset")
 
 
-def sim_board(clock, fs_root="", seed=1, env_address=0x76, divider_ratio=2.0, pir=True):
-    """A SimBoard with every sensor of the reference node, on a directory file system.
-
-    Ground truth: `board.radar.set_targets(...)`, `board.pir.set_motion(...)`,
-    `set_environment(board, t, h, p)` and `board.gas.ppm`.
-    """
-    from firmware.fs import OsFs
-    from simulator.bme280 import SimBME280
-    from simulator.i2c import SimI2C
-    from simulator.ld2410 import SimLD2410
-    from simulator.mq134 import SimMQ134
-
-    radar = SimLD2410(clock, seed=seed)
-    i2c = SimI2C()
-    env = SimBME280(clock)
-    i2c.add(env_address, env)
-    gas = SimMQ134(divider_ratio=divider_ratio, seed=seed + 1)
-    pin = None
-    if pir:
-        from simulator.pir import SimPIR
-
-        pin = SimPIR(clock, seed=seed + 2)
-        if hasattr(clock, "watchers"):
-            clock.watchers.append(pin)
-    info = {"mq134": {"divider_ratio": divider_ratio}}
-    return SimBoard(
-        clock, OsFs(fs_root), radar=radar, pir=pin, gas=gas, i2c=i2c, env=env, info=info
-    )
-
-
 def bridged_board(clock, fs_root, address, divider_ratio=2.0):
-    """A SimBoard whose peripherals are proxies to a simulator.bridge.BridgeHost at "host:port".
+    """A SimBoard whose peripherals are proxies to a simulator.bridge_host.BridgeHost at
+    "host:port", on a directory file system.
 
     The parts and their ground truth live in the host process (set truth there); this process
     holds only the firmware and small proxies, as a board's heap would. The bridge joins the
@@ -205,10 +156,3 @@ def bridged_board(clock, fs_root, address, divider_ratio=2.0):
     )
     board.bridge = b
     return board
-
-
-def set_environment(board, temperature_c, humidity_pct, pressure_hpa):
-    """The room's climate: seen by the environment sensor and by the gas sensor's chemistry."""
-    board.env.set_truth(temperature_c, humidity_pct, pressure_hpa)
-    board.gas.temperature_c = temperature_c
-    board.gas.humidity_pct = humidity_pct

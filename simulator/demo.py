@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.text import Text
 
 from simulator import unixport
-from simulator.bridge import BridgeHost
+from simulator.bridge_host import BridgeHost
 from simulator.broker import BrokerError, Mosquitto
 from simulator.node import World, end_ms, host_parts, script_world
 from simulator.prng import Prng

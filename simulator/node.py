@@ -194,9 +194,9 @@ def main(argv):
 # Not built on MicroPython: the world's tables and classes would cost the device heap.
 
 if sys.implementation.name != "micropython":
-    from simulator.board import set_environment, sim_board
     from simulator.clock import SimClock
     from simulator.mq134 import SimMQ134
+    from simulator.parts import set_environment, sim_board
 
     # The air is re-applied this often (simulated ms); the BME280 samples every 10 s.
     WORLD_STEP_MS = 5000
@@ -338,9 +338,10 @@ if sys.implementation.name != "micropython":
         return board
 
     def script_world(host, world, on_label=None):
-        """Play `world` on the parts a simulator.bridge.BridgeHost serves: its truth from tick 0,
-        again every WORLD_STEP_MS and at each scripted moment, each at its exact simulated tick
-        while the device waits; `on_label(t_ms, label, people)` for each labelled moment."""
+        """Play `world` on the parts a simulator.bridge_host.BridgeHost serves: its truth from
+        tick 0, again every WORLD_STEP_MS and at each scripted moment, each at its exact
+        simulated tick while the device waits; `on_label(t_ms, label, people)` for each
+        labelled moment."""
         board = host.board
 
         def step(t_ms, after_ms):

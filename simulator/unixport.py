@@ -34,7 +34,7 @@ CONTENTS = {
     "firmware": None,
     "simulator": (
         ("__init__", "board", "bridge", "clock", "node", "prng")  # a node and its proxies
-        + ("aht20", "bme280", "i2c", "ld2410", "mq134", "pir", "sht3x")  # parts, for in-process
+        + ("aht20", "bme280", "i2c", "ld2410", "mq134", "parts", "pir", "sht3x")  # in-process
     ),
 }
 _SKIP = ("__pycache__", "*.pyc", "_cpython.py")  # CPython stand-ins never reach a device

@@ -6,15 +6,17 @@ import json
 import os
 
 from drivers.sensor import BAD, GOOD, SUSPECT
-from firmware.app import App, EncodingTransport, MqttTransport, Settings
+from firmware.app import App, EncodingTransport, MqttTransport
 from firmware.board import Board
 from firmware.bootrecord import BootRecord
 from firmware.clock import MIN_VALID_EPOCH_MS, WallClock
 from firmware.fs import OsFs
 from firmware.log import Log, format_line, read_crash
+from firmware.settings import resolve
 from firmware.uplink.link import ACKED, FAILED, REJECTED
-from simulator.board import VirtualClock, set_environment, sim_board
+from simulator.board import VirtualClock
 from simulator.clock import SimClock
+from simulator.parts import set_environment, sim_board
 from tests.support.mptest import raises
 
 RUN_ON_MICROPYTHON = True
@@ -189,11 +191,11 @@ def test_mqtt_transport_acks_what_went_through_and_fails_the_rest():
 
 
 def test_settings_name_what_is_wrong():
-    err = raises(ValueError, Settings, CONFIG, {"gas_warmup": 1})
+    err = raises(ValueError, resolve, CONFIG, {"gas_warmup": 1})
     assert "gas_warmup" in str(err) and "gas_warmup_s" in str(err)
     bad = {"uplink": {"transport": "carrier-pigeon"}}
-    assert "carrier-pigeon" in str(raises(ValueError, Settings, bad))
-    s = Settings({"uplink": {"transport": "http", "port": 0, "api_key": ""}})
+    assert "carrier-pigeon" in str(raises(ValueError, resolve, bad))
+    s = resolve({"uplink": {"transport": "http", "port": 0, "api_key": ""}})
     assert (s.port, s.api_key, s.http_batch_path) == (80, None, "/api/v1/sensor-data/batch")
 
 

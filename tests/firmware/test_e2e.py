@@ -6,7 +6,7 @@ How it runs (see docs/firmware.md, "Memory"): the application, the drivers and t
 are compiled into a ROMFS image and run by simulator.unixport, which mounts it with `vfs.VfsRom`
 from memory outside the bounded heap, so their bytecode executes in place as it does from a
 ROMFS partition or frozen modules on the ESP32. The simulated parts are not in that process:
-simulator.bridge serves them from this test's process (ground truth and outages are events
+simulator.bridge_host serves them from this test's process (ground truth and outages are events
 scheduled on the bridge host), so the heap limit (`-X heapsize`) bounds what the firmware
 alone allocates, as on a board. It is 144K, not
 96K: this port has 64-bit words, so objects are about twice their ESP32 size. (Measured
@@ -111,8 +111,8 @@ def romfs(tmp_path_factory):
 def host_board(fs_root, pir=True):
     """The reference node's simulated parts on a host clock, and apply(step): set a SCENARIO
     step's truth on them."""
-    from simulator.board import set_environment, sim_board
     from simulator.clock import SimClock
+    from simulator.parts import set_environment, sim_board
 
     board = sim_board(SimClock(), str(fs_root), pir=pir)
 
@@ -134,7 +134,7 @@ def run_firmware(image, config, tmp_path, heap=E2E_HEAP, outages=(), on_event=No
     `on_event("down")` / `on_event("up")` (stop or start the broker) while the device waits
     for its answer, so virtual time stands still until the test has acted.
     """
-    from simulator.bridge import BridgeHost
+    from simulator.bridge_host import BridgeHost
 
     have_pir = (REPO_ROOT / "simulator" / "pir.py").exists()
     board, apply = host_board(tmp_path / "host", pir=have_pir)

@@ -15,9 +15,11 @@ import pytest
 from drivers.bme280 import BME280
 from drivers.ld2410 import LD2410
 from drivers.pir import PIR
-from simulator.board import VirtualClock, bridged_board, set_environment, sim_board
-from simulator.bridge import Bridge, BridgeHost
+from simulator.board import VirtualClock, bridged_board
+from simulator.bridge import Bridge
+from simulator.bridge_host import BridgeHost
 from simulator.clock import SimClock
+from simulator.parts import set_environment, sim_board
 from tests.support.micropython import run_micropython
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from simulator.bridge import Bridge, BridgeHost
+from simulator.bridge import Bridge
+from simulator.bridge_host import BridgeHost
 from simulator.broker import BrokerError, Mosquitto, wait_for_port
 from simulator.clock import SimClock
 from simulator.demo import (
