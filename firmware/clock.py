@@ -23,11 +23,12 @@ class TickClock(SystemClock):
     """The interpreter's monotonic ms ticks (drivers.compat.SystemClock, the clock drivers
     use), plus `sleep_ms_async` for asyncio tasks."""
 
-    async def sleep_ms_async(self, ms):
+    def sleep_ms_async(self, ms):
+        """Awaitable sleep. On MicroPython it is asyncio's own sleep_ms object: no coroutine
+        frame per sleeping task (each costs heap for as long as the task sleeps)."""
         if hasattr(asyncio, "sleep_ms"):
-            await asyncio.sleep_ms(ms)
-        else:  # CPython
-            await asyncio.sleep(ms / 1000)
+            return asyncio.sleep_ms(ms)
+        return asyncio.sleep(ms / 1000)  # CPython
 
 
 class WallClock:

@@ -21,6 +21,11 @@ import heapq
 from firmware.board import Board
 from simulator.clock import SimClock
 
+try:  # MicroPython: a sleeping task waits on the clock's own queue (see VirtualClock)
+    from asyncio import core as _core
+except ImportError:  # CPython: one asyncio.Event per sleep
+    _core = None
+
 # A fixed, plausible wall time for a simulation that does not say otherwise: 2026-11-22T10:00Z.
 DEFAULT_EPOCH_MS = 1795341600000
 
@@ -31,7 +36,11 @@ class VirtualClock(SimClock):
     def __init__(self, start_ms=0, epoch_ms=DEFAULT_EPOCH_MS):
         super().__init__(start_ms)
         self.epoch_at_zero_ms = epoch_ms  # the true wall time at tick 0: what NTP answers
-        self._sleepers = []  # heap of (wake_ms, order, event, task)
+        if _core is not None:
+            self._sleepers = _core.TaskQueue()  # sleeping tasks, keyed by wake time (ph_key)
+            self._resume = _Resume()
+        else:
+            self._sleepers = []  # heap of (wake_ms, order, event, task)
         self._order = 0
         self._busy = []  # tasks woken by the clock that have not slept on it again
         self.watchers = []  # simulated parts with next_edge_ms() and update() (e.g. SimPIR)
@@ -41,9 +50,13 @@ class VirtualClock(SimClock):
         """The simulation's true wall time (for the simulated NTP server)."""
         return self.epoch_at_zero_ms + self._now_ms
 
-    async def sleep_ms_async(self, ms):
-        if ms < 0:
-            ms = 0
+    def sleep_ms_async(self, ms):
+        """Awaitable: the calling task resumes when virtual time reaches now + `ms`.
+
+        On MicroPython the task itself waits in the clock's TaskQueue, as asyncio.sleep_ms
+        parks it on a board: no Event, no generator, nothing allocated per sleep, so the
+        firmware's heap is not charged for the simulation's clock.
+        """
         try:
             task = asyncio.current_task()
         except RuntimeError:  # CPython outside a task
@@ -53,10 +66,42 @@ class VirtualClock(SimClock):
             if busy[i] is task:
                 busy.pop(i)
                 break
+        wake = self._now_ms + (ms if ms > 0 else 0)
+        if _core is None:
+            return self._sleep_on_event(wake, task)
+        self._sleepers.push(task, wake)
+        task.data = self._sleepers  # so Task.cancel() takes it off this queue
+        return self._resume.arm()
+
+    async def _sleep_on_event(self, wake, task):
         event = asyncio.Event()
         self._order += 1
-        heapq.heappush(self._sleepers, (self._now_ms + ms, self._order, event, task))
+        heapq.heappush(self._sleepers, (wake, self._order, event, task))
         await event.wait()
+
+    def _next_wake(self):
+        """The earliest wake-up time, or None when nobody sleeps."""
+        if _core is not None:
+            first = self._sleepers.peek()
+            return None if first is None else first.ph_key
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def _wake_due(self):
+        """Resume every task whose wake-up time has come; they count as busy."""
+        now = self._now_ms
+        sleepers = self._sleepers
+        if _core is not None:
+            while sleepers.peek() is not None and sleepers.peek().ph_key <= now:
+                task = sleepers.pop()
+                self._busy.append(task)
+                _core._task_queue.push(task)
+            return
+        while sleepers and sleepers[0][0] <= now:
+            item = heapq.heappop(sleepers)
+            task = item[3]
+            if task is not None and not task.done():
+                self._busy.append(task)
+            item[2].set()
 
     async def run(self, until_ms=None, settle_ms=5):
         """Advance time forever (or until `until_ms`): run it as a task beside the firmware.
@@ -72,10 +117,10 @@ class VirtualClock(SimClock):
                     busy.pop(i)
                 else:
                     i += 1
-            if busy or not self._sleepers:
+            wake = self._next_wake()
+            if busy or wake is None:
                 await asyncio.sleep(0.001)  # someone waits on I/O (or nobody sleeps yet)
                 continue
-            wake = self._sleepers[0][0]
             for w in self.watchers:  # stop at a part's own transition, so its edges are exact
                 edge = w.next_edge_ms()
                 if edge is not None and self._now_ms < edge < wake:
@@ -87,13 +132,33 @@ class VirtualClock(SimClock):
                 self.jumps += 1
             for w in self.watchers:
                 w.update()
-            while self._sleepers and self._sleepers[0][0] <= self._now_ms:
-                item = heapq.heappop(self._sleepers)
-                task = item[3]
-                if task is not None and not task.done():
-                    busy.append(task)
-                item[2].set()
+            self._wake_due()
             await asyncio.sleep(0)  # let the woken tasks run before looking again
+
+
+class _Resume:
+    """What a MicroPython task awaits while it sleeps on a VirtualClock: its first step yields
+    (the task stays parked in the clock's queue), its second ends the await. One per clock,
+    shared by every task, like asyncio's own SingletonGenerator: arming and the first step
+    happen in the same turn of the sleeping task."""
+
+    def __init__(self):
+        self._armed = False
+        self._done = StopIteration()
+
+    def arm(self):
+        self._armed = True
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._armed:
+            self._armed = False
+            return None
+        self._done.__traceback__ = None  # else each raise would add to its traceback (heap)
+        raise self._done
 
 
 class SimBoard(Board):

@@ -18,15 +18,15 @@ FAILED = "failed"  # the peer answered but failed this reading (HTTP 500): retry
 UNSENT = "unsent"  # not tried, or lost with the link: retry, not the reading's fault
 
 
-async def sleep_ms(clock, ms):
-    """Sleep `ms` on the injected clock when it can (a simulated clock jumps), else on asyncio."""
+def sleep_ms(clock, ms):
+    """Awaitable sleep of `ms` on the injected clock when it can (a simulated clock jumps), else
+    on asyncio. Not a coroutine itself: no extra frame while the caller sleeps."""
     fn = getattr(clock, "sleep_ms_async", None)
     if fn is not None:
-        await fn(ms)
-    elif hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
+        return fn(ms)
+    if hasattr(asyncio, "sleep_ms"):
+        return asyncio.sleep_ms(ms)
+    return asyncio.sleep(ms / 1000)
 
 
 async def wait_for_ms(awaitable, ms):

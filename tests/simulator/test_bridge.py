@@ -180,8 +180,11 @@ def _record_pir(board, clock):
 def _run(clock, until_ms, director=None):
     """Let a VirtualClock run to `until_ms` (with a task asleep on it, so it has a reason to)."""
 
+    async def sleeper():
+        await clock.sleep_ms_async(until_ms - clock.ticks_ms())
+
     async def main():
-        tasks = [asyncio.ensure_future(clock.sleep_ms_async(until_ms - clock.ticks_ms()))]
+        tasks = [asyncio.ensure_future(sleeper())]
         if director is not None:
             tasks.append(asyncio.ensure_future(director()))
         await clock.run(until_ms=until_ms)
@@ -311,8 +314,12 @@ def record(p):
 board.pir_pin.irq(handler=record, trigger=3)
 
 
+async def sleep():
+    await clock.sleep_ms_async(80000 - clock.ticks_ms())
+
+
 async def main():
-    sleeper = asyncio.create_task(clock.sleep_ms_async(80000 - clock.ticks_ms()))
+    sleeper = asyncio.create_task(sleep())
     await clock.run(until_ms=80000)
     await sleeper
 
