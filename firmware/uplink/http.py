@@ -186,6 +186,8 @@ class HttpClient:
         except Exception as exc:
             silent = self._lines is not None and self._lines.received == 0
             await self.close()
+            if isinstance(exc, MemoryError):
+                raise  # this node's heap, not the peer: the Uplink sends fewer at a time
             if (
                 reused
                 and silent
@@ -198,6 +200,8 @@ class HttpClient:
                     return await self._exchange(head, body)
                 except Exception as exc2:
                     await self.close()
+                    if isinstance(exc2, MemoryError):
+                        raise
                     raise _as_oserror(exc2, method, path)
             raise _as_oserror(exc, method, path)
 

@@ -18,6 +18,8 @@ from firmware.uplink import (  # noqa: F401  (re-exported for callers of the pol
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+# After a MemoryError halved the step, this many good steps double it again (up to `batch`).
+_STEPS_BEFORE_GROWING = 8
 
 
 class Backoff:
@@ -109,6 +111,10 @@ class CircuitBreaker:
         self._probing = False
         self._set(CLOSED, "request succeeded")
 
+    def release(self):
+        """The request allow() let through was not made: a half-open probe is free again."""
+        self._probing = False
+
     def failure(self, why="request failed"):
         self.failures += 1
         self._probing = False
@@ -198,6 +204,8 @@ class Uplink:
         self.backoff = backoff or Backoff(rand)
         self.dead = dead or DeadLetter()
         self.batch = batch
+        self.step_size = batch  # readings per step now: fewer while memory is short
+        self._steps_ok = 0
         self._on_dead = on_dead
         self._hold_until = None
         self.sent = 0
@@ -233,7 +241,12 @@ class Uplink:
         if wait:
             return wait
         # A suspected reading at the head would hide whether others pass: look past it.
-        items = buffer.pending(self.batch + self.dead.suspects())
+        try:
+            items = buffer.pending(self.step_size + self.dead.suspects())
+        except MemoryError:
+            if self.step_size == 1:
+                raise  # not even one reading fits: a crash and a clean boot is the way out
+            return self._smaller("for %d reading(s) from flash" % self.step_size)
         if not items:
             return 0
         if not self.breaker.allow():
@@ -241,6 +254,9 @@ class Uplink:
         try:
             outcomes = await self.transport.send(items)
         except Exception as exc:  # OSError is the link; anything else (MemoryError, a bug)
+            if isinstance(exc, MemoryError) and len(items) > 1:
+                self.breaker.release()  # not the peer's doing: no verdict on the link
+                return self._smaller("for %d reading(s) to send" % len(items))
             reason = _reason(exc)  # must not leave the breaker's half-open probe unanswered
             retry = getattr(exc, "retry_after_ms", None)
             if getattr(exc, "busy", False):  # 429: the peer is up and asks for a pause
@@ -290,6 +306,11 @@ class Uplink:
         if passed or failed_reason is None:
             self.breaker.success()
             self.backoff.reset()
+            if self.step_size < self.batch:  # memory was short: grow back slowly
+                self._steps_ok += 1
+                if self._steps_ok >= _STEPS_BEFORE_GROWING:
+                    self._steps_ok = 0
+                    self.step_size = min(self.batch, self.step_size * 2)
             return 0
         self.failures += 1
         self.breaker.failure(failed_reason)
@@ -297,6 +318,15 @@ class Uplink:
         self._hold(delay)
         self._note("no reading delivered: %s; next try in %d ms" % (failed_reason, delay))
         return delay
+
+    def _smaller(self, what):
+        """Out of memory {what}: halve the step and go on at once. A heap
+        too fragmented for a batch still moves readings one at a time, instead of failing
+        the same batch forever."""
+        self.step_size = max(1, self.step_size // 2)
+        self._steps_ok = 0
+        self._note("out of memory %s; %d per step now" % (what, self.step_size))
+        return 0
 
     def _give_up_if(self, buffer, seq, rejected, reason, payload=None):
         if self.dead.failed(seq, rejected):

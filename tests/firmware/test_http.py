@@ -126,6 +126,28 @@ def test_keep_alive_reuses_one_connection():
     assert client.connections == 1 and len(net.used) == 1
 
 
+class OutOfMemoryStream(Stream):
+    """A connection whose read runs this node out of memory (a large response, a full heap)."""
+
+    async def read(self, n):
+        raise MemoryError("memory allocation failed, allocating 723 bytes")
+
+
+def test_out_of_memory_is_not_blamed_on_the_peer():
+    """MemoryError passes through as itself (the Uplink then sends fewer readings per step), not
+    as an HttpError that would count against the link; the half-used connection is closed."""
+    stream = OutOfMemoryStream()
+    client, _ = client_for(stream)
+    err = raises(MemoryError, run, client.post_json("/a", b"x"))
+    assert "723 bytes" in str(err)
+    assert stream.closed and client.connections == 1
+    again = Stream(ok(b"1"))
+    client, net = client_for(OutOfMemoryStream(), again)
+    raises(MemoryError, run, client.post_json("/a", b"x"))
+    assert run(client.post_json("/a", b"y"))[2] == b"1"  # the next request opens a fresh one
+    assert len(net.used) == 2
+
+
 def test_connection_close_opens_a_new_connection():
     first = Stream(ok(b"1", extra=b"Connection: close\r\n"))
     client, _ = client_for(first, Stream(ok(b"2")))

@@ -160,6 +160,104 @@ def test_uplink_delivers_and_acks():
     assert uplink.transport.delivered == [1, 2, 3, 4, 5]
 
 
+class ShortOfMemory(Transport):
+    """A heap with room for `fits` readings per send: more raise MemoryError."""
+
+    def __init__(self, fits):
+        super().__init__()
+        self.fits = fits
+        self.sizes = []
+
+    async def send(self, items):
+        self.sizes.append(len(items))
+        if len(items) > self.fits:
+            raise MemoryError("memory allocation failed, allocating 613 bytes")
+        return await super().send(items)
+
+
+class ShortBuffer(Buffer):
+    """Reading more than `fits` readings from flash runs out of memory."""
+
+    def __init__(self, count, fits):
+        super().__init__(count)
+        self.fits = fits
+
+    def pending(self, n):
+        if n > self.fits:
+            raise MemoryError("memory allocation failed, allocating 1024 bytes")
+        return super().pending(n)
+
+
+def test_out_of_memory_halves_the_step_instead_of_failing_the_batch_forever():
+    transport = ShortOfMemory(fits=1)
+    uplink, _, log = make(transport, batch=4)
+    buffer = Buffer(20)
+    for _ in range(40):
+        assert step(uplink, buffer) == 0  # no backoff: the peer did nothing wrong
+        if not buffer.items:
+            break
+    assert buffer.items == {} and transport.delivered == list(range(1, 21))
+    # 4 failed, 2 failed, then one at a time; after 8 good steps it tries 2 again and fails
+    assert transport.sizes[:3] == [4, 2, 1], transport.sizes
+    assert uplink.breaker.state == CLOSED and uplink.breaker.failures == 0
+    assert uplink.failures == 0 and uplink.step_size == 1
+    assert "out of memory for 4 reading(s) to send; 2 per step now" in log, log
+    assert "out of memory for 2 reading(s) to send; 1 per step now" in log, log
+
+
+def test_step_grows_back_once_memory_allows():
+    transport = ShortOfMemory(fits=1)
+    uplink, _, _ = make(transport, batch=4)
+    buffer = Buffer(40)
+    for _ in range(3):
+        step(uplink, buffer)
+    assert uplink.step_size == 1
+    transport.fits = 4
+    while buffer.items:
+        step(uplink, buffer)
+    assert uplink.step_size == 4, transport.sizes
+    assert transport.delivered == list(range(1, 41))
+    assert transport.sizes.count(2) >= 1 and transport.sizes[-1] <= 4
+
+
+def test_out_of_memory_reading_flash_also_shrinks_the_step_and_one_is_a_crash():
+    uplink, _, log = make(batch=4)
+    buffer = ShortBuffer(6, fits=2)
+    assert step(uplink, buffer) == 0 and uplink.step_size == 2
+    assert "out of memory for 4 reading(s) from flash; 2 per step now" in log, log
+    while buffer.items:
+        step(uplink, buffer)
+    buffer = ShortBuffer(3, fits=0)
+    while uplink.step_size > 1:
+        assert step(uplink, buffer) == 0
+    raises(MemoryError, step, uplink, buffer)  # not even one: the node reboots clean
+
+
+def test_out_of_memory_for_a_single_reading_counts_as_a_failure():
+    transport = ShortOfMemory(fits=0)
+    uplink, _, log = make(transport, batch=1)
+    buffer = Buffer(2)
+    assert step(uplink, buffer) > 0  # backoff: retried later, not forever at once
+    assert uplink.failures == 1 and uplink.breaker.failures == 1
+    assert any("MemoryError" in line for line in log), log
+
+
+def test_a_half_open_probe_that_ran_out_of_memory_is_not_lost():
+    transport = ShortOfMemory(fits=2)
+    uplink, clock, _ = make(transport, batch=2)
+    transport.down = OSError(111)
+    buffer = Buffer(4)
+    while uplink.breaker.state != OPEN:
+        clock.advance(step(uplink, buffer))
+    transport.down = None
+    transport.fits = 1
+    clock.advance(uplink.hold_ms())
+    assert step(uplink, buffer) == 0  # the probe of 2 ran out of memory: no verdict
+    assert uplink.breaker.state == HALF_OPEN and uplink.step_size == 1
+    assert step(uplink, buffer) == 0  # the next, smaller probe is allowed and succeeds
+    assert uplink.breaker.state == CLOSED
+
+
 def test_outage_opens_breaker_then_recovery_delivers_everything():
     transport = Transport()
     transport.down = OSError(111)
