@@ -60,6 +60,20 @@ RUNTIME_MODULES = (
     "firmware.uplink.mqtt",
     "firmware.uplink.http",
     "firmware.config",
+    "firmware.settings",
+    "firmware.parts",
+    "firmware.remote_config",
+)
+# Imported at boot (or for a remote config) and dropped again (firmware.app.unload): their cost
+# is transient, not resident, on a running MQTT node; so is what it never imports.
+NOT_RESIDENT = (
+    "drivers.env",
+    "firmware.bootrecord",
+    "firmware.config",
+    "firmware.settings",
+    "firmware.parts",
+    "firmware.remote_config",
+    "firmware.uplink.http",
 )
 # Not imported by the reference node (other environment parts); measured for completeness.
 OTHER_MODULES = ("drivers.sht3x", "drivers.aht20")
@@ -171,6 +185,11 @@ asyncio.run(main())
 """
 
 
+def _in_tree(src_root, module):
+    """True when `module` exists in the tree at `src_root` (an older tree may lack newer ones)."""
+    return os.path.exists(os.path.join(src_root, *module.split(".")) + ".py")
+
+
 def build_romfs(src_root, workdir):
     """The node's drivers/, firmware/ and simulator/ of `src_root` plus the two programs above."""
     extra = {"bench_imports.py": IMPORTS, "bench_run.py": RUN}
@@ -256,21 +275,23 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="nbk-modheap-") as workdir:
         image = build_romfs(args.src, workdir)
         print("source: %s   ROMFS image: %d bytes" % (args.src, os.path.getsize(image)))
-        rows = module_costs(image, RUNTIME_MODULES + OTHER_MODULES, workdir)
+        modules = [m for m in RUNTIME_MODULES + OTHER_MODULES if _in_tree(args.src, m)]
+        rows = module_costs(image, modules, workdir)
         print("import cost per module (KiB; qstrs added and their pool bytes):")
         total = {"drivers": 0, "firmware": 0}
-        # A running MQTT node: no HTTP client, config unloaded after boot, boot record let go.
-        not_resident = (*OTHER_MODULES, "firmware.config", "firmware.uplink.http")
-        not_resident += ("firmware.bootrecord",)
         for name, delta, nq, qbytes in rows:
-            note = "   (not loaded by the reference node)" if name in OTHER_MODULES else ""
+            note = ""
+            if name in OTHER_MODULES:
+                note = "   (not loaded by the reference node)"
+            elif name in NOT_RESIDENT:
+                note = "   (boot or remote config only: dropped again)"
             print("  %-24s %s   %4d qstrs %s%s" % (name, kib(delta), nq, kib(qbytes), note))
-            if name not in not_resident:
+            if name not in NOT_RESIDENT and name not in OTHER_MODULES:
                 total[name.split(".")[0]] += delta
-        print("  drivers loaded at run time  %s" % kib(total["drivers"]))
+        print("  drivers resident            %s" % kib(total["drivers"]))
         print(
-            "  firmware resident (MQTT)    %s   (without config, http and bootrecord: unloaded "
-            "after boot, or not imported)" % kib(total["firmware"])
+            "  firmware resident (MQTT)    %s   (asyncio included; without the modules "
+            "dropped after boot)" % kib(total["firmware"])
         )
         duration = args.minutes * 60000
         result, why = run_app(image, "1024K", workdir, duration)
