@@ -36,8 +36,9 @@ from rich.text import Text
 from simulator import unixport
 from simulator.bridge_host import BridgeHost
 from simulator.broker import BrokerError, Mosquitto
-from simulator.node import World, end_ms, host_parts, script_world
+from simulator.node import end_ms
 from simulator.prng import Prng
+from simulator.world import World, host_parts, script_world
 
 DEVICE_ID = "demo-node-1"
 # The firmware alone in its heap (its parts are served over simulator.bridge): the smallest

@@ -31,16 +31,9 @@ from simulator.demo import (
     status_line,
     world_line,
 )
-from simulator.node import (
-    WORLD_STEP_MS,
-    WORLDS,
-    World,
-    check_spec,
-    end_ms,
-    host_parts,
-    script_world,
-)
+from simulator.node import check_spec, end_ms
 from simulator.prng import Prng
+from simulator.world import WORLD_STEP_MS, WORLDS, World, host_parts, script_world
 from tests.support.micropython import REPO_ROOT
 
 ROW = re.compile(r"^\s+(\d+|-)\s+(\d\d:\d\d:\d\d)\s")
