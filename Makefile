@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STUBS := $(VENV)/fw-stubs
 STAMP := $(VENV)/.installed
 JOBS ?= 2
+# benchmarks/firmware_heap_32bit.py measures the heap on a 32-bit MicroPython: the webassembly
+# port, from npm, in build/wasm32.
+WASM32_VERSION := 1.29.0-6
+WASM32_STAMP := build/wasm32/.installed-$(WASM32_VERSION)
 
 .PHONY: setup demo test lint format bench soak clean
 
@@ -37,7 +41,14 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest -n $(JOBS) --durations=15
 
-bench: $(STAMP)
+$(WASM32_STAMP):
+	@command -v npm >/dev/null || { \
+		echo "npm is missing: benchmarks/firmware_heap_32bit.py needs Node.js 20+ and npm"; exit 1; }
+	npm install --prefix build/wasm32 --no-save --no-audit --no-fund \
+		@micropython/micropython-webassembly-pyscript@$(WASM32_VERSION)
+	touch $@
+
+bench: $(STAMP) $(WASM32_STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -1,31 +1,28 @@
 // Runs a program from a ROMFS image on the 32-bit (wasm32) MicroPython with a fixed GC heap.
-// Used by benchmarks/firmware_heap_32bit.py; the package comes from `make bench`
-// (build/wasm32/node_modules).
+// Used by benchmarks/firmware_heap_32bit.py, which puts its `wasm32_boot` module (the Python
+// half of this driver) in the image; `make bench` installs the port into build/wasm32.
 //
 //   node wasm32_run.mjs IMAGE HEAP_KIB PARAMS_JSON ENTRY
 //
-// IMAGE is registered with the port's `romfs` option: it sits in C memory outside the GC heap
-// and is mounted at /rom, so bytecode runs in place as on a board. PARAMS_JSON goes to
-// /run/params.json, the program's working directory (in-memory files: its flash). ENTRY is
-// imported with sys.argv = [ENTRY, "params.json"]; an `asyncio.run(main())` in it is awaited
-// (this asyncio is driven by the JS event loop and has no run()). Exit status 0 when it returns.
-//
-// The port grows its GC heap when a collection cannot satisfy an allocation (split heap) and
-// frees an added area again once it is empty, so the heap total after a run can hide growth.
-// This driver takes that away: once the VM is up it allocates all of the C heap and refuses to
-// grow wasm memory, so an allocation the GC heap cannot hold raises MemoryError, as on a board.
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+// IMAGE goes to the port's `romfs` option: it sits in C memory outside the GC heap and is
+// mounted at /rom, so bytecode runs in place as on a board. PARAMS_JSON becomes
+// /run/params.json in the program's working directory (in-memory files: its flash).
+// wasm32_boot.run(ENTRY) imports ENTRY and ends the process; exit status 0 when the program
+// (its asyncio.run(main()), if it has one) returns, 1 with a traceback when it raises.
+import { readFileSync, writeSync } from "node:fs";
 import path from "node:path";
 
 const [imagePath, heapKiB, params, entry] = process.argv.slice(2);
-const packageDir = path.resolve(import.meta.dirname, "../build/wasm32/node_modules");
-const require = createRequire(path.join(packageDir, "noop.js"));
 const { loadMicroPython } = await import(
-  require.resolve("@micropython/micropython-webassembly-pyscript")
+  path.resolve(
+    import.meta.dirname,
+    "../build/wasm32/node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs",
+  )
 );
+const print = (line) => writeSync(1, line + "\n"); // synchronous: nothing lost on exit
 
-// Wrap the wasm memory growth the C allocator asks for, so that it can be refused.
+// This port grows its GC heap when an allocation does not fit (split heap). To measure a
+// fixed heap, let the C allocator ask for wasm memory while the VM starts, then refuse.
 let capped = false;
 const instantiate = WebAssembly.instantiate;
 WebAssembly.instantiate = (binary, imports) => {
@@ -34,7 +31,6 @@ WebAssembly.instantiate = (binary, imports) => {
   return instantiate(binary, imports);
 };
 
-const print = (line) => process.stdout.write(line + "\n");
 const mp = await loadMicroPython({
   heapsize: Number(heapKiB) * 1024,
   romfs: readFileSync(imagePath),
@@ -43,8 +39,9 @@ const mp = await loadMicroPython({
   linebuffer: true,
 });
 
-// Fill the C heap (largest blocks first), then give back the 16 KiB set aside for the JS glue's
-// small buffers: far less than any area the GC would add (at least its current size).
+// Then fill the C heap (largest blocks first) and give back 16 KiB for the JS glue's small
+// buffers: far less than a GC heap area the port would add (at least the heap's current size),
+// so an allocation the GC heap cannot hold raises MemoryError, as on a board.
 function capCHeap(module) {
   const reserve = module._malloc(16 * 1024);
   capped = true;
@@ -54,25 +51,31 @@ function capCHeap(module) {
   module._free(reserve);
 }
 
+// asyncio's scheduler, called with a delay in ms: wasm32_boot runs one task step per call.
+// setImmediate when it is due now (setTimeout would wait at least 1 ms).
+globalThis.wasm32Scheduler = (step) => {
+  let immediate = null;
+  let timer = null;
+  return (dt) => {
+    clearImmediate(immediate);
+    clearTimeout(timer);
+    if (dt > 0) timer = setTimeout(step, dt);
+    else immediate = setImmediate(step);
+  };
+};
+globalThis.wasm32Exit = (status) => process.exit(status);
+process.on("uncaughtException", (error) => {
+  print(`${error.name} ${error.type ?? ""}: ${error.message}`);
+  process.exit(1);
+});
+
 mp.FS.mkdir("/run");
 mp.FS.writeFile("/run/params.json", params);
 capCHeap(mp._module);
 try {
-  await mp.runPythonAsync(`
-import asyncio, os, sys
-sys.path.remove("/rom")
-sys.path.insert(0, "/rom")
-os.chdir("/run")
-sys.argv[:] = [${JSON.stringify(entry)}, "params.json"]
-_mains = []
-asyncio.run = _mains.append
-import ${entry}
-for _m in _mains:
-    await _m
-`);
-  mp.runPython("import micropython\nmicropython.mem_info()");
+  await mp.runPythonAsync(`import wasm32_boot\nwasm32_boot.run(${JSON.stringify(entry)})`);
 } catch (error) {
   if (error.name !== "PythonError") throw error;
-  print(`PythonError ${error.type}: ${error.message}`);
-  process.exitCode = 1;
+  print(`${error.type}: ${error.message}`);
+  process.exit(1);
 }
