@@ -20,10 +20,11 @@ How the webassembly port differs from a board, and what this does about it:
 - It collects garbage only when a call from JavaScript returns (gc.collect() just asks for
   one), and its asyncio runs every ready task in one such call. BOOT (`wasm32_boot` in the
   image) runs one task step per call and asks for a collection after each, so every step
-  starts on a collected heap; PROGRAM takes each mark in a step of its own, and its sink yields
-  once per send, as a network send does. What one step allocates is still not collected before
-  the step ends (boot, `prepare`, is one step), so the wasm32 smallest heap is an upper bound
-  for a board; the per-step figures printed with it say how much.
+  starts on a collected heap; the program (firmware_modules_heap.RUN) takes each mark in a step
+  of its own, and its sink yields once per send, as a network send does. What one step
+  allocates is still not collected before the step ends (boot, `prepare`, is one step), so the
+  wasm32 smallest heap is an upper bound for a board; the per-step figures printed with it say
+  how much.
 
     .venv/bin/python benchmarks/firmware_heap_32bit.py [--src DIR] [--minutes N] [--quick]
 
@@ -51,98 +52,6 @@ PORT_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 PORT_DIR = os.path.join(REPO, "build", "wasm32", "node_modules", *PORT_PACKAGE.split("/"))
 DRIVER = os.path.join(REPO, "benchmarks", "wasm32_run.mjs")
 
-# firmware_modules_heap.RUN with its phases in main(), so that each mark can end a task step
-# (the webassembly port collects only then); runs on both ports from the image.
-PROGRAM = """
-import asyncio, gc, json, micropython, os, sys
-
-with open(sys.argv[1]) as f:
-    PARAMS = json.load(f)
-marks = {}
-live = []
-
-
-async def used():
-    # The webassembly port collects only between task steps (its gc.collect() asks for one):
-    # let this step end before reading the heap. The Unix port collects at gc.collect().
-    gc.collect()
-    await asyncio.sleep_ms(0)
-    gc.collect()
-    return gc.mem_alloc()
-
-
-class Sink:
-    # Accepts every reading, except during the outage: then readings pile up in the buffer
-    # and go out in full batches afterwards, the heaviest moment of the uplink.
-
-    def __init__(self, clock, acked):
-        self.clock = clock
-        self.acked = acked
-        self.n = 0
-        self.largest = 0
-
-    async def send(self, items):
-        await asyncio.sleep_ms(0)  # a network send waits on its socket at least once
-        now = self.clock.ticks_ms()
-        if PARAMS["outage"][0] <= now < PARAMS["outage"][1]:
-            raise OSError(111, "simulated outage")
-        self.n += len(items)
-        self.largest = max(self.largest, len(items))
-        return [(self.acked, None)] * len(items)
-
-
-async def watch(clock):
-    while True:
-        await clock.sleep_ms_async(60000)
-        live.append(await used())
-
-
-async def main():
-    micropython.qstr_info()
-    marks["start"] = await used()
-    # The firmware's modules first (those the running node imports), so that the simulators'
-    # figure below counts only what they add: they share firmware.board and driver helpers.
-    from firmware.app import prepare
-    from firmware.log import Log
-    from firmware.uplink.link import ACKED
-    import drivers.ld2410, drivers.pir, drivers.mq134, drivers.env, drivers.bme280
-    marks["firmware imported"] = await used()
-    from simulator.board import VirtualClock
-    from simulator.parts import sim_board, set_environment
-    clock = VirtualClock()
-    os.mkdir("node")
-    board = sim_board(clock, "node")
-    board.radar.set_targets([(150, "moving", 60)])
-    if board.pir is not None:
-        board.pir.set_motion(True)
-    set_environment(board, 22.0, 45.0, 1005.0)
-    board.gas.ppm = 50.0
-    marks["simulators"] = await used()
-    from firmware.config import save_config
-    save_config(board.fs, {"device_id": "bench", "uplink": {"host": "127.0.0.1"},
-                           "intervals": {"sampling_s": 10, "transmission_s": 30, "status_s": 60}})
-    del save_config
-    sink = Sink(clock, ACKED)
-    app, reason = prepare(board, Log(clock, write=lambda line: None, fs=board.fs))
-    if app is None:
-        raise SystemExit("safe mode: %s" % reason)
-    marks["after boot (prepare)"] = await used()
-    app.transport = sink
-    app.setup_sensors()
-    app.setup_uplink()
-    marks["drivers and uplink built"] = await used()
-    asyncio.create_task(clock.run())
-    asyncio.create_task(watch(clock))
-    await app.run(PARAMS["duration"])
-    drained = await app.uplink.drain(app.buffer, 300000)
-    micropython.qstr_info()
-    print("RESULT " + json.dumps({"marks": marks, "live": live, "sent": sink.n,
-                                  "readings": app.readings, "drained": drained,
-                                  "largest": sink.largest}))
-
-
-asyncio.run(main())
-"""
 
 # The Python half of wasm32_run.mjs, imported from the image on the webassembly port.
 BOOT = '''
@@ -291,8 +200,9 @@ def node_or_exit():
 
 
 def build_image(src_root, workdir):
-    """drivers/, firmware/ and simulator/ of `src_root` with PROGRAM as bench_run and BOOT."""
-    extra = {"bench_run.py": PROGRAM, "wasm32_boot.py": BOOT}
+    """drivers/, firmware/ and simulator/ of `src_root`, firmware_modules_heap.RUN as bench_run,
+    and BOOT."""
+    extra = {"bench_run.py": modheap.RUN, "wasm32_boot.py": BOOT}
     return str(unixport.build_image(_subdir(workdir, "both"), extra=extra, source_root=src_root))
 
 
@@ -440,15 +350,12 @@ def print_fits(node, image, duration_ms, steady_fw):
         )
 
 
-def print_smallest(node, image, src, workdir, duration_ms):
-    """Bisections: the same program on both ports, and firmware_modules_heap's own on x64."""
+def print_smallest(node, image, workdir, duration_ms):
+    """Bisections: the same program on both ports."""
     k64 = modheap.smallest_heap(image, workdir, duration_ms)
     k32 = smallest_wasm(node, image, duration_ms)
     print("smallest heap completing the run (simulators included; +-4K):")
     print("  x64 -X heapsize %dK, wasm32 heapsize %dK: ratio %.2f" % (k64, k32, k32 / k64))
-    run_image = modheap.build_romfs(src, _subdir(workdir, "run"))
-    k_run = modheap.smallest_heap(run_image, workdir, duration_ms)
-    print("  x64, firmware_modules_heap.py's own program (RUN): %dK" % k_run)
 
 
 def main(argv=None):
@@ -476,7 +383,7 @@ def main(argv=None):
         print_steps(w32["steps"])
         print_fits(node, image, duration, shares(w32["result"])["steady, firmware's share"])
         if not args.quick:
-            print_smallest(node, image, args.src, workdir, duration)
+            print_smallest(node, image, workdir, duration)
 
 
 def _port_version():

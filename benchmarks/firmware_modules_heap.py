@@ -101,81 +101,92 @@ for name in MODULES:
 """
 
 # The node as test_e2e runs it, with a transport that accepts everything instead of a network.
+# Its phases run in main() and each mark awaits once, so that on the webassembly port (which
+# collects only between task steps) a mark ends a step: firmware_heap_32bit.py runs this same
+# program there. On the Unix port the awaits change nothing.
 RUN = """
-import asyncio, gc, json, os, sys
+import asyncio, gc, json, micropython, os, sys
 
 with open(sys.argv[1]) as f:
     PARAMS = json.load(f)
+marks = {}
+live = []
 
 
-def used():
+async def used():
+    # The webassembly port collects only between task steps (its gc.collect() asks for one):
+    # let this step end before reading the heap. The Unix port collects at gc.collect().
+    gc.collect()
+    await asyncio.sleep_ms(0)
     gc.collect()
     return gc.mem_alloc()
 
 
-marks = {"start": used()}
-# The firmware's modules first (those the running node imports), so that the simulators'
-# figure below counts only what they add: they share firmware.board and driver helpers.
-from firmware.app import prepare
-from firmware.log import Log
-from firmware.uplink.link import ACKED
-import drivers.ld2410, drivers.pir, drivers.mq134, drivers.env, drivers.bme280
-marks["firmware imported"] = used()
-from simulator.board import VirtualClock
-from simulator.parts import sim_board, set_environment
-clock = VirtualClock()
-os.mkdir("node")
-board = sim_board(clock, "node")
-board.radar.set_targets([(150, "moving", 60)])
-if board.pir is not None:
-    board.pir.set_motion(True)
-set_environment(board, 22.0, 45.0, 1005.0)
-board.gas.ppm = 50.0
-marks["simulators"] = used()
-from firmware.config import save_config
-save_config(board.fs, {"device_id": "bench", "uplink": {"host": "127.0.0.1"},
-                       "intervals": {"sampling_s": 10, "transmission_s": 30, "status_s": 60}})
-del save_config
 class Sink:
     # Accepts every reading, except during the outage: then readings pile up in the buffer
     # and go out in full batches afterwards, the heaviest moment of the uplink.
 
-    def __init__(self):
+    def __init__(self, clock, acked):
+        self.clock = clock
+        self.acked = acked
         self.n = 0
         self.largest = 0
 
     async def send(self, items):
-        now = clock.ticks_ms()
+        await asyncio.sleep_ms(0)  # a network send waits on its socket at least once
+        now = self.clock.ticks_ms()
         if PARAMS["outage"][0] <= now < PARAMS["outage"][1]:
             raise OSError(111, "simulated outage")
         self.n += len(items)
         self.largest = max(self.largest, len(items))
-        return [(ACKED, None)] * len(items)
+        return [(self.acked, None)] * len(items)
 
 
-sink = Sink()
-app, reason = prepare(board, Log(clock, write=lambda line: None, fs=board.fs))
-if app is None:
-    raise SystemExit("safe mode: %s" % reason)
-marks["after boot (prepare)"] = used()
-app.transport = sink
-app.setup_sensors()
-app.setup_uplink()
-marks["drivers and uplink built"] = used()
-live = []
-
-
-async def watch():
+async def watch(clock):
     while True:
         await clock.sleep_ms_async(60000)
-        live.append(used())
+        live.append(await used())
 
 
 async def main():
+    micropython.qstr_info()
+    marks["start"] = await used()
+    # The firmware's modules first (those the running node imports), so that the simulators'
+    # figure below counts only what they add: they share firmware.board and driver helpers.
+    from firmware.app import prepare
+    from firmware.log import Log
+    from firmware.uplink.link import ACKED
+    import drivers.ld2410, drivers.pir, drivers.mq134, drivers.env, drivers.bme280
+    marks["firmware imported"] = await used()
+    from simulator.board import VirtualClock
+    from simulator.parts import sim_board, set_environment
+    clock = VirtualClock()
+    os.mkdir("node")
+    board = sim_board(clock, "node")
+    board.radar.set_targets([(150, "moving", 60)])
+    if board.pir is not None:
+        board.pir.set_motion(True)
+    set_environment(board, 22.0, 45.0, 1005.0)
+    board.gas.ppm = 50.0
+    marks["simulators"] = await used()
+    from firmware.config import save_config
+    save_config(board.fs, {"device_id": "bench", "uplink": {"host": "127.0.0.1"},
+                           "intervals": {"sampling_s": 10, "transmission_s": 30, "status_s": 60}})
+    del save_config
+    sink = Sink(clock, ACKED)
+    app, reason = prepare(board, Log(clock, write=lambda line: None, fs=board.fs))
+    if app is None:
+        raise SystemExit("safe mode: %s" % reason)
+    marks["after boot (prepare)"] = await used()
+    app.transport = sink
+    app.setup_sensors()
+    app.setup_uplink()
+    marks["drivers and uplink built"] = await used()
     asyncio.create_task(clock.run())
-    asyncio.create_task(watch())
+    asyncio.create_task(watch(clock))
     await app.run(PARAMS["duration"])
     drained = await app.uplink.drain(app.buffer, 300000)
+    micropython.qstr_info()
     print("RESULT " + json.dumps({"marks": marks, "live": live, "sent": sink.n,
                                   "readings": app.readings, "drained": drained,
                                   "largest": sink.largest}))
