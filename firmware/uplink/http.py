@@ -186,8 +186,6 @@ class HttpClient:
         except Exception as exc:
             silent = self._lines is not None and self._lines.received == 0
             await self.close()
-            if isinstance(exc, MemoryError):
-                raise  # this node's heap, not the peer: the Uplink sends fewer at a time
             if (
                 reused
                 and silent
@@ -200,8 +198,6 @@ class HttpClient:
                     return await self._exchange(head, body)
                 except Exception as exc2:
                     await self.close()
-                    if isinstance(exc2, MemoryError):
-                        raise
                     raise _as_oserror(exc2, method, path)
             raise _as_oserror(exc, method, path)
 
@@ -304,6 +300,8 @@ def _is_text(line):
 
 
 def _as_oserror(exc, method, path):
+    if isinstance(exc, MemoryError):
+        return exc  # this node's heap, not the peer: the Uplink sends fewer at a time
     if isinstance(exc, HttpError):
         return HttpError("%s %s: %s" % (method, path, exc.args[-1] if exc.args else exc))
     name = type(exc).__name__
