@@ -6,7 +6,6 @@ import os
 import struct
 import subprocess
 import tempfile
-import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,10 +13,12 @@ from hypothesis import strategies as st
 from drivers.ld2410 import LD2410, LD2410Error
 from simulator.clock import SimClock
 from simulator.ld2410 import SimLD2410
+from tests.support.allocations import allocated_by
 from tests.support.micropython import REPO_ROOT, micropython_executable, run_micropython
 
 REPORT_HEAD = b"\xf4\xf3\xf2\xf1"
 ACK_HEAD = b"\xfd\xfc\xfb\xfa"
+DRIVER_FILES = (REPO_ROOT / "drivers" / "*",)  # tracemalloc filters take fnmatch patterns
 
 
 class BytesUART:
@@ -163,12 +164,12 @@ def test_memory_does_not_grow_with_input():
     )
     radar = LD2410(BytesUART(), SimClock())
     radar.feed(data)  # warm-up
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(50):
-        radar.feed(data)
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+
+    def feed_50_times():
+        for _ in range(50):
+            radar.feed(data)
+
+    grown, _ = allocated_by(DRIVER_FILES, feed_50_times)
     assert grown < 256, grown  # nothing kept per byte or per frame (a few counters' ints)
 
 

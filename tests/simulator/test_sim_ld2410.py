@@ -363,12 +363,13 @@ def test_instance_memory_is_small():
         gc.collect()
         used = gc.mem_alloc() - before
     else:
-        import tracemalloc
+        from tests.support.allocations import allocated_by
+        from tests.support.micropython import REPO_ROOT
 
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        sims = [SimLD2410(clock, seed=i) for i in range(20)]
-        used = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
+        # The instances are allocated at the call site (this file), their contents in simulator/.
+        used, sims = allocated_by(
+            (__file__, REPO_ROOT / "simulator" / "*"),
+            lambda: [SimLD2410(clock, seed=i) for i in range(20)],
+        )
     per_sim = used // len(sims)
     assert 200 < per_sim < 1500, per_sim
