@@ -36,23 +36,27 @@ def _print_line(line):
 
 
 class Log:
-    """Writes structured lines; keeps the last `ring_size` of them.
+    """Writes structured lines; keeps the most recent ones in a ring of `ring_bytes` bytes.
 
     `write` receives each line (default: print, i.e. the console UART); `fs` (optional) is
     where `save()` and `record_crash()` persist. `level` drops less severe lines ("D" keeps all).
+    The ring is one bytearray allocated here: a ring of separate strings would put a new
+    long-lived block in the heap with every line, between short-lived ones, and fragment it.
+    A line longer than the ring is printed but not kept.
     """
 
-    def __init__(self, clock, write=None, fs=None, ring_size=16, level="I"):
+    def __init__(self, clock, write=None, fs=None, ring_bytes=2048, level="I"):
         if level not in LEVELS or len(level) != 1:
             raise ValueError("log level %r: use one of D, I, W, E" % (level,))
-        if ring_size < 1:
-            raise ValueError("ring_size %r: must be at least 1" % (ring_size,))
+        if ring_bytes < 2:
+            raise ValueError("ring_bytes %r: must be at least 2" % (ring_bytes,))
         self._clock = clock
         self._write = write or _print_line
         self._fs = fs
         self._min = LEVELS.index(level)
-        self._ring = [""] * ring_size  # "" = empty slot
-        self._next = 0  # index the next line goes to
+        self._ring = bytearray(ring_bytes)
+        self._start = 0  # where the oldest kept line begins
+        self._used = 0  # bytes kept, each line followed by "\n"
         self.counts = [0, 0, 0, 0]  # lines per level, D I W E, including filtered ones
 
     def log(self, lvl, mod, msg, kv=None):
@@ -66,10 +70,32 @@ class Log:
             line = format_line(self._clock.ticks_ms(), lvl, mod, msg, kv)
         except (TypeError, ValueError) as exc:  # a kv value json cannot encode: log that instead
             line = format_line(self._clock.ticks_ms(), lvl, mod, msg, {"kv_error": str(exc)})
-        self._ring[self._next] = line
-        self._next = (self._next + 1) % len(self._ring)
+        self._keep(line.encode())
         self._write(line)
         return line
+
+    def _keep(self, data):
+        """Append `data` and a newline to the ring, dropping the oldest whole lines for room."""
+        ring = self._ring
+        size = len(ring)
+        n = len(data) + 1
+        if n > size:
+            return
+        while self._used + n > size:
+            nl = ring.find(b"\n", self._start)
+            if nl < 0:  # the oldest line wraps around the end
+                nl = ring.find(b"\n")
+            dropped = (nl - self._start) % size + 1
+            self._start = (nl + 1) % size
+            self._used -= dropped
+        end = (self._start + self._used) % size
+        first = min(len(data), size - end)
+        mv = memoryview(data)
+        ring[end : end + first] = mv[:first]
+        if first < len(data):
+            ring[: len(data) - first] = mv[first:]
+        ring[(end + len(data)) % size] = 10  # "\n"
+        self._used += n
 
     def debug(self, mod, msg, kv=None):
         return self.log("D", mod, msg, kv)
@@ -85,13 +111,14 @@ class Log:
 
     def recent(self):
         """The kept lines, oldest first."""
-        n = len(self._ring)
-        out = []
-        for i in range(n):
-            line = self._ring[(self._next + i) % n]
-            if line:
-                out.append(line)
-        return out
+        ring = self._ring
+        start = self._start
+        end = start + self._used
+        if end <= len(ring):
+            kept = bytes(ring[start:end])
+        else:
+            kept = bytes(ring[start:]) + bytes(ring[: end - len(ring)])
+        return kept.decode().split("\n")[:-1]
 
     def save(self):
         """Write the ring to flash (replacing the previous copy); no-op without an fs."""

@@ -235,15 +235,43 @@ def test_log_line_is_exactly_the_monitor_format():
         '@nbk {"t":12345,"lvl":"I","mod":"mqtt","msg":"say \\"hi\\"","kv":{"port":1883}}'
     )
     out = []
-    log = Log(SimClock(7), write=out.append, ring_size=2, level="W")
+    # room for the last two lines (58 and 55 bytes, each with its newline), not three
+    log = Log(SimClock(7), write=out.append, ring_bytes=140, level="W")
     assert log.info("app", "dropped by the level") is None
     log.warn("a", "one")
     log.error("b", "two", {"n": 2})
     log.warn("c", "three")
     assert len(out) == 3 and log.counts == [0, 1, 2, 1]
+    assert [len(x) + 1 for x in out] == [53, 58, 55]
     assert [json.loads(x[5:])["msg"] for x in log.recent()] == ["two", "three"]
     assert json.loads(out[1][5:]) == {"t": 7, "lvl": "E", "mod": "b", "msg": "two", "kv": {"n": 2}}
     assert "use one of" in str(raises(ValueError, log.log, "X", "m", "x"))
+
+
+def test_log_ring_keeps_the_newest_whole_lines_that_fit_as_it_wraps():
+    for size in (64, 97, 300):
+        out = []
+        log = Log(SimClock(0), write=out.append, ring_bytes=size, level="D")
+        for i in range(60):
+            # lengths vary so that lines wrap around the end of the ring at every offset;
+            # "é" is two bytes: the ring counts bytes, and never keeps half a character
+            log.info("m", "x" * ((i * 7) % 23) + "é" * (i % 3))
+            kept = []
+            room = size
+            for line in reversed(out):
+                if len(line.encode()) + 1 > size:
+                    continue  # longer than the ring: never kept
+                room -= len(line.encode()) + 1
+                if room < 0:
+                    break
+                kept.insert(0, line)
+            assert log.recent() == kept, (size, i)
+    log = Log(SimClock(0), write=out.append, ring_bytes=64)
+    log.info("m", "y" * 80)  # longer than the ring: printed, not kept
+    log.info("m", "z")
+    assert out[-2].endswith('"' + "y" * 80 + '","kv":{}}')
+    assert [json.loads(x[5:])["msg"] for x in log.recent()] == ["z"]
+    assert "ring_bytes" in str(raises(ValueError, Log, SimClock(0), ring_bytes=1))
 
 
 def test_log_keeps_its_ring_and_last_crash_in_flash():
