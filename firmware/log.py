@@ -115,9 +115,9 @@ class Log:
         start = self._start
         end = start + self._used
         if end <= len(ring):
-            kept = bytes(ring[start:end])
+            kept = ring[start:end]
         else:
-            kept = bytes(ring[start:]) + bytes(ring[: end - len(ring)])
+            kept = ring[start:] + ring[: end - len(ring)]
         return kept.decode().split("\n")[:-1]
 
     def save(self):
